@@ -1,0 +1,336 @@
+package aggregates
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// Limits applied when decoding outside input.
+const (
+	// MaxIDLength is the longest aggregate id accepted, in bytes.
+	MaxIDLength = 256
+	// MaxTypeLength is the longest command or event type name accepted.
+	MaxTypeLength = 128
+)
+
+// Metadata travels with a command and is copied onto every event it produces.
+type Metadata struct {
+	// CorrelationID ties together every command and event of one business
+	// flow. When a command has none, its own id is used.
+	CorrelationID string `json:"correlation_id,omitempty"`
+	// Actor is the user or service on whose behalf the command was sent.
+	Actor string `json:"actor,omitempty"`
+	// Timestamp is when the sender created the command.
+	Timestamp time.Time `json:"timestamp,omitzero"`
+}
+
+// Command is the envelope of a command on the wire (JSON, one per Kafka
+// record, keyed by AggregateID).
+type Command struct {
+	// ID is a ULID chosen by the sender. Resending the same id is safe: the
+	// aggregate reports a duplicate instead of acting twice.
+	ID ulid.ULID `json:"id"`
+	// Type names the command: "order.AddLine" (the short form "AddLine" is
+	// accepted too).
+	Type string `json:"type"`
+	// AggregateID is the aggregate the command is addressed to.
+	AggregateID string `json:"aggregate_id"`
+	// ExpectedVersion, when set, must equal the aggregate's version or the
+	// command fails with ErrConcurrencyConflict. -1 means "must not exist".
+	ExpectedVersion *int64 `json:"expected_version,omitempty"`
+	// Data is the command's payload, decoded into its registered Go type.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Metadata is copied onto the events the command produces.
+	Metadata Metadata `json:"metadata,omitzero"`
+}
+
+// DecodeCommand decodes and validates a command envelope. On error it still
+// returns whatever fields it could read (the id above all), so a caller can
+// answer the sender. Every error matches ErrMalformed.
+func DecodeCommand(b []byte) (Command, error) {
+	var w struct {
+		ID              string          `json:"id"`
+		Type            string          `json:"type"`
+		AggregateID     string          `json:"aggregate_id"`
+		ExpectedVersion *int64          `json:"expected_version"`
+		Data            json.RawMessage `json:"data"`
+		Metadata        Metadata        `json:"metadata"`
+	}
+	var c Command
+	if err := json.Unmarshal(b, &w); err != nil {
+		// Try to read at least the id, so the sender can get an answer.
+		var idOnly struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(b, &idOnly) == nil {
+			c.ID, _ = ulid.ParseStrict(idOnly.ID)
+		}
+		return c, &DecodeError{What: "command", Err: err}
+	}
+	id, idErr := ulid.ParseStrict(w.ID)
+	if idErr == nil {
+		c.ID = id
+	}
+	c.Type, c.AggregateID, c.ExpectedVersion, c.Data, c.Metadata = w.Type, w.AggregateID, w.ExpectedVersion, w.Data, w.Metadata
+	var problems []error
+	switch {
+	case w.ID == "":
+		problems = append(problems, errors.New(`"id" is missing: set it to a new ULID`))
+	case idErr != nil:
+		problems = append(problems, fmt.Errorf(`"id" %q is not a ULID: %w`, truncate(w.ID), idErr))
+	case id == (ulid.ULID{}):
+		problems = append(problems, errors.New(`"id" is the zero ULID: set it to a new ULID`))
+	}
+	switch {
+	case w.Type == "":
+		problems = append(problems, errors.New(`"type" is missing`))
+	case len(w.Type) > MaxTypeLength:
+		problems = append(problems, fmt.Errorf(`"type" is longer than %d bytes`, MaxTypeLength))
+	}
+	switch {
+	case w.AggregateID == "":
+		problems = append(problems, errors.New(`"aggregate_id" is missing`))
+	case len(w.AggregateID) > MaxIDLength:
+		problems = append(problems, fmt.Errorf(`"aggregate_id" is longer than %d bytes`, MaxIDLength))
+	}
+	if w.ExpectedVersion != nil && *w.ExpectedVersion < -1 {
+		problems = append(problems, fmt.Errorf(`"expected_version" %d is below -1`, *w.ExpectedVersion))
+	}
+	if len(w.Data) > 0 && !bytes.HasPrefix(bytes.TrimSpace(w.Data), []byte("{")) && !bytes.Equal(bytes.TrimSpace(w.Data), []byte("null")) {
+		problems = append(problems, errors.New(`"data" must be a JSON object`))
+	}
+	if len(problems) > 0 {
+		return c, &DecodeError{What: "command", Type: truncate(w.Type), Err: errors.Join(problems...)}
+	}
+	return c, nil
+}
+
+// Encode returns the command's JSON document.
+func (c *Command) Encode() ([]byte, error) {
+	if c.ID == (ulid.ULID{}) {
+		return nil, fmt.Errorf("encoding command %s: id is the zero ULID", c.Type)
+	}
+	return json.Marshal(c)
+}
+
+// Correlation returns the command's correlation id, or its own id when it has
+// none.
+func (c *Command) Correlation() string {
+	if c.Metadata.CorrelationID != "" {
+		return c.Metadata.CorrelationID
+	}
+	return c.ID.String()
+}
+
+// SpecVersion is the CloudEvents version of every event document.
+const SpecVersion = "1.0"
+
+// Event is a recorded event: the CloudEvents 1.0 envelope plus the decoded
+// payload. On the wire it is a structured-mode CloudEvents JSON document
+// whose extension attributes carry the aggregate version, schema version,
+// causation id (the command's id), correlation id and actor.
+type Event struct {
+	// ID is the event's own ULID.
+	ID ulid.ULID
+	// Type is the wire name, "order.LineAdded".
+	Type string
+	// Source is "/chronicle/<aggregate type>".
+	Source string
+	// Subject is the aggregate id.
+	Subject string
+	// Time is when the event was recorded.
+	Time time.Time
+	// AggregateType is the aggregate's type name, "order".
+	AggregateType string
+	// Version is the aggregate version this event produced (0 for the first).
+	Version int64
+	// SchemaVersion is the payload's schema version as written.
+	SchemaVersion int
+	// CausationID is the id of the command that produced the event.
+	CausationID string
+	// CorrelationID is copied from the command.
+	CorrelationID string
+	// Actor is copied from the command.
+	Actor string
+	// Data is the decoded payload, a value of the event's registered Go type.
+	Data any
+}
+
+// eventWire is the JSON shape of an Event.
+type eventWire struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Type            string          `json:"type"`
+	Source          string          `json:"source"`
+	Subject         string          `json:"subject"`
+	Time            time.Time       `json:"time"`
+	DataContentType string          `json:"datacontenttype,omitempty"`
+	AggregateType   string          `json:"aggregatetype"`
+	Version         *int64          `json:"aggregateversion"`
+	SchemaVersion   int             `json:"schemaversion,omitempty"`
+	CausationID     string          `json:"causationid,omitempty"`
+	CorrelationID   string          `json:"correlationid,omitempty"`
+	Actor           string          `json:"actor,omitempty"`
+	Data            json.RawMessage `json:"data"`
+}
+
+// Encode returns the event's CloudEvents JSON document.
+func (e *Event) Encode() ([]byte, error) {
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("encoding data of event %s: %w", e.Type, err)
+	}
+	v := e.Version
+	sv := e.SchemaVersion
+	if sv == 0 {
+		sv = 1
+	}
+	return json.Marshal(eventWire{
+		SpecVersion: SpecVersion, ID: e.ID.String(), Type: e.Type, Source: e.Source,
+		Subject: e.Subject, Time: e.Time.UTC(), DataContentType: "application/json",
+		AggregateType: e.AggregateType, Version: &v, SchemaVersion: sv,
+		CausationID: e.CausationID, CorrelationID: e.CorrelationID, Actor: e.Actor, Data: data,
+	})
+}
+
+// decodeEventEnvelope reads the envelope and leaves the payload raw.
+func decodeEventEnvelope(b []byte) (Event, json.RawMessage, error) {
+	var w eventWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Event{}, nil, &DecodeError{What: "event", Err: err}
+	}
+	e := Event{Type: w.Type, Source: w.Source, Subject: w.Subject, Time: w.Time,
+		AggregateType: w.AggregateType, SchemaVersion: w.SchemaVersion,
+		CausationID: w.CausationID, CorrelationID: w.CorrelationID, Actor: w.Actor}
+	var problems []error
+	if w.SpecVersion != SpecVersion {
+		problems = append(problems, fmt.Errorf(`"specversion" is %q, want %q`, truncate(w.SpecVersion), SpecVersion))
+	}
+	id, err := ulid.ParseStrict(w.ID)
+	if err != nil {
+		problems = append(problems, fmt.Errorf(`"id" %q is not a ULID: %w`, truncate(w.ID), err))
+	}
+	e.ID = id
+	if w.Type == "" {
+		problems = append(problems, errors.New(`"type" is missing`))
+	}
+	if w.Subject == "" {
+		problems = append(problems, errors.New(`"subject" (the aggregate id) is missing`))
+	}
+	if w.Version == nil {
+		problems = append(problems, errors.New(`"aggregateversion" is missing`))
+	} else if *w.Version < 0 {
+		problems = append(problems, fmt.Errorf(`"aggregateversion" %d is negative`, *w.Version))
+	} else {
+		e.Version = *w.Version
+	}
+	if e.SchemaVersion == 0 {
+		e.SchemaVersion = 1
+	}
+	if e.SchemaVersion < 0 {
+		problems = append(problems, fmt.Errorf(`"schemaversion" %d is negative`, e.SchemaVersion))
+	}
+	if len(problems) > 0 {
+		return e, nil, &DecodeError{What: "event", Type: truncate(w.Type), Err: errors.Join(problems...)}
+	}
+	return e, w.Data, nil
+}
+
+// ResultStatus is the outcome of one command.
+type ResultStatus string
+
+// The four outcomes of a command.
+const (
+	// StatusAccepted: the command was decided and its events appended (zero
+	// or more).
+	StatusAccepted ResultStatus = "accepted"
+	// StatusRejected: the aggregate refused it (business rule, invariant,
+	// concurrency conflict). Code says which.
+	StatusRejected ResultStatus = "rejected"
+	// StatusDuplicate: the command id was processed before; nothing happened.
+	StatusDuplicate ResultStatus = "duplicate"
+	// StatusInvalid: the command could not be understood (malformed, unknown
+	// type, wrong key, too large); it was also sent to the dead-letter topic.
+	StatusInvalid ResultStatus = "invalid"
+)
+
+// Result is the answer to one command, keyed by command id on the results
+// topic.
+type Result struct {
+	CommandID     string       `json:"command_id"`
+	CommandType   string       `json:"command_type,omitempty"`
+	AggregateType string       `json:"aggregate_type,omitempty"`
+	AggregateID   string       `json:"aggregate_id,omitempty"`
+	Status        ResultStatus `json:"status"`
+	// Version is the aggregate's version after the command (-1: no events
+	// yet). For a rejected command it is the unchanged current version.
+	Version  int64    `json:"version"`
+	EventIDs []string `json:"event_ids,omitempty"`
+	// Code is a stable machine-readable reason for rejected and invalid
+	// results: a handler's rejection code, or one of the Code* constants.
+	Code          string    `json:"code,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+	CorrelationID string    `json:"correlation_id,omitempty"`
+	Time          time.Time `json:"time"`
+}
+
+// Result codes set by the framework (handlers choose their own codes).
+const (
+	CodeConcurrencyConflict = "concurrency_conflict"
+	CodeInvariantViolated   = "invariant_violated"
+	CodeHandlerPanic        = "handler_panic"
+	CodeMalformed           = "malformed"
+	CodeUnknownCommand      = "unknown_command"
+	CodeKeyMismatch         = "key_mismatch"
+	CodeTooLarge            = "too_large"
+	CodeUnavailable         = "aggregate_unavailable"
+)
+
+// ResultFor classifies the outcome of Root.Execute into a Result: the
+// accepted events, or the error's status, code and reason.
+func ResultFor(cmd *Command, aggregateType string, version int64, events []Event, err error) Result {
+	r := Result{CommandID: cmd.ID.String(), CommandType: cmd.Type, AggregateType: aggregateType,
+		AggregateID: cmd.AggregateID, Version: version, CorrelationID: cmd.Correlation()}
+	var rej *Rejection
+	var inv *InvariantError
+	switch {
+	case err == nil:
+		r.Status = StatusAccepted
+		if len(events) > 0 {
+			r.EventIDs = make([]string, len(events))
+			for i := range events {
+				r.EventIDs[i] = events[i].ID.String()
+			}
+			r.Version = events[len(events)-1].Version
+		}
+	case errors.Is(err, ErrDuplicateCommand):
+		r.Status = StatusDuplicate
+	case errors.As(err, &rej):
+		r.Status, r.Code, r.Reason = StatusRejected, rej.Code, rej.Reason
+	case errors.As(err, &inv):
+		r.Status, r.Code, r.Reason = StatusRejected, CodeInvariantViolated, inv.Error()
+	case errors.Is(err, ErrConcurrencyConflict):
+		r.Status, r.Code, r.Reason = StatusRejected, CodeConcurrencyConflict, err.Error()
+	case errors.Is(err, ErrHandlerPanic):
+		r.Status, r.Code, r.Reason = StatusRejected, CodeHandlerPanic, err.Error()
+	case errors.Is(err, ErrUnknownCommandType):
+		r.Status, r.Code, r.Reason = StatusInvalid, CodeUnknownCommand, err.Error()
+	case errors.Is(err, ErrWrongAggregate):
+		r.Status, r.Code, r.Reason = StatusInvalid, CodeKeyMismatch, err.Error()
+	default:
+		r.Status, r.Code, r.Reason = StatusInvalid, CodeMalformed, err.Error()
+	}
+	return r
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

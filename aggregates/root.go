@@ -1,0 +1,234 @@
+package aggregates
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// Root is one aggregate instance: its id, version, state, the events it
+// recorded but nobody committed yet, and the window of recent command ids.
+// A Root is not safe for concurrent use; the processor gives each aggregate
+// to one goroutine at a time.
+type Root[S any] struct {
+	def     *Definition[S]
+	id      string
+	version int64
+	state   S
+	changes []Event
+	recent  window
+}
+
+// New returns the aggregate id of this type before any event: version -1 and
+// the zero state.
+func (d *Definition[S]) New(id string) *Root[S] {
+	return &Root[S]{def: d, id: id, version: -1, recent: window{max: d.window}}
+}
+
+// ID returns the aggregate id.
+func (r *Root[S]) ID() string { return r.id }
+
+// Version returns the version of the last applied event, -1 for none.
+func (r *Root[S]) Version() int64 { return r.version }
+
+// State returns the current state. It shares maps and slices with the
+// aggregate: treat it as read-only.
+func (r *Root[S]) State() S { return r.state }
+
+// StateAny returns the current state as an any (for generic tooling).
+func (r *Root[S]) StateAny() any { return r.state }
+
+// Changes returns the events recorded since the last ClearChanges, oldest
+// first: the seeds' uncommitted "changes".
+func (r *Root[S]) Changes() []Event { return r.changes }
+
+// ClearChanges forgets the uncommitted events, once they are stored.
+func (r *Root[S]) ClearChanges() { r.changes = r.changes[:0] }
+
+// Type returns the aggregate type name.
+func (r *Root[S]) Type() string { return r.def.name }
+
+// Execute decides cmd against the current state. On success the events are
+// applied, checked, appended to Changes and returned. On any error the
+// aggregate is unchanged. now stamps the events.
+func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
+	if cmd.AggregateID != r.id {
+		return nil, fmt.Errorf("%w: command for %q given to %q", ErrWrongAggregate, truncate(cmd.AggregateID), r.id)
+	}
+	if r.recent.contains(cmd.ID) {
+		return nil, &DuplicateError{AggregateID: r.id, CommandID: cmd.ID.String(), Version: r.version}
+	}
+	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != r.version {
+		return nil, &ConcurrencyError{AggregateID: r.id, Expected: *cmd.ExpectedVersion, Actual: r.version}
+	}
+	cd, ok := r.def.lookupCommand(cmd.Type)
+	if !ok {
+		_, err := r.def.DecodeCommandData(cmd)
+		return nil, err
+	}
+	payload, err := cd.decode(cmd.Data)
+	if err != nil {
+		return nil, &DecodeError{What: "command data", Type: cd.name, Err: err}
+	}
+	payloads, err := r.decide(cd, payload)
+	if err != nil || len(payloads) == 0 {
+		return nil, err
+	}
+	next, err := r.def.clone(r.state)
+	if err != nil {
+		return nil, err
+	}
+	events := make([]Event, len(payloads))
+	for i, p := range payloads {
+		ed, ok := r.def.eventsByGo[reflectType(p)]
+		if !ok {
+			return nil, fmt.Errorf("%w: handler of %s returned %T, which is not a registered event of %q", ErrUnknownEventType, cd.name, p, r.def.name)
+		}
+		v := r.version + int64(i) + 1
+		if err := r.applyChecked(&next, ed, p, v); err != nil {
+			return nil, err
+		}
+		id, err := newULID(now)
+		if err != nil {
+			return nil, err
+		}
+		events[i] = Event{
+			ID: id, Type: ed.name, Source: r.def.source, Subject: r.id, Time: now,
+			AggregateType: r.def.name, Version: v, SchemaVersion: ed.schema,
+			CausationID: cmd.ID.String(), CorrelationID: cmd.Correlation(), Actor: cmd.Metadata.Actor,
+			Data: p,
+		}
+	}
+	r.state = next
+	r.version += int64(len(events))
+	r.recent.add(cmd.ID)
+	r.changes = append(r.changes, events...)
+	return events, nil
+}
+
+func (r *Root[S]) decide(cd *commandDef[S], payload any) (events []any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			events, err = nil, &PanicError{Where: "command handler " + cd.name, Value: p}
+		}
+	}()
+	return cd.handle(r.state, payload)
+}
+
+// applyChecked applies one event to s and runs the invariant, turning panics
+// into errors.
+func (r *Root[S]) applyChecked(s *S, ed *eventDef[S], payload any, version int64) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &PanicError{Where: "applying " + ed.name, Value: p}
+		}
+	}()
+	ed.apply(s, payload)
+	if r.def.invariant != nil {
+		if ierr := r.def.invariant(s); ierr != nil {
+			return &InvariantError{EventType: ed.name, Version: version, Err: ierr}
+		}
+	}
+	return nil
+}
+
+// Apply replays one stored event: it must carry the next version and belong
+// to this aggregate. The invariant is checked after it; if the check fails,
+// the event is still applied (it is a fact) and the *InvariantError is
+// returned so the caller can report the inconsistent history.
+func (r *Root[S]) Apply(e *Event) error {
+	if e.Subject != r.id {
+		return fmt.Errorf("%w: event of %q given to %q", ErrWrongAggregate, truncate(e.Subject), r.id)
+	}
+	if e.Version != r.version+1 {
+		return &VersionGapError{AggregateID: r.id, Want: r.version + 1, Got: e.Version}
+	}
+	ed, ok := r.def.events[e.Type]
+	if !ok {
+		return fmt.Errorf("%w: %q is not an event of %q", ErrUnknownEventType, truncate(e.Type), r.def.name)
+	}
+	if reflectType(e.Data) != ed.goType {
+		return &DecodeError{What: "event data", Type: e.Type, Err: fmt.Errorf("payload is %T, want %v", e.Data, ed.goType)}
+	}
+	var perr *PanicError
+	err := r.applyChecked(&r.state, ed, e.Data, e.Version)
+	if asPanic(err, &perr) {
+		return err
+	}
+	r.version = e.Version
+	if id, perr := ulid.ParseStrict(e.CausationID); perr == nil {
+		r.recent.add(id)
+	}
+	return err
+}
+
+// Load replays history (the seeds' load): events of this aggregate in
+// version order, starting at the aggregate's next version.
+func (r *Root[S]) Load(history []Event) error {
+	for i := range history {
+		if err := r.Apply(&history[i]); err != nil {
+			return fmt.Errorf("loading %q: %w", r.id, err)
+		}
+	}
+	return nil
+}
+
+// snapshotWire is the JSON shape of a Root snapshot.
+type snapshotWire[S any] struct {
+	ID      string      `json:"id"`
+	Version int64       `json:"version"`
+	State   S           `json:"state"`
+	Recent  []ulid.ULID `json:"recent,omitempty"`
+}
+
+// MarshalSnapshot encodes the aggregate's id, version, state and recent
+// command ids: everything needed to resume it without its events.
+func (r *Root[S]) MarshalSnapshot() ([]byte, error) {
+	b, err := json.Marshal(snapshotWire[S]{ID: r.id, Version: r.version, State: r.state, Recent: r.recent.ordered()})
+	if err != nil {
+		return nil, fmt.Errorf("encoding snapshot of %q: %w", r.id, err)
+	}
+	return b, nil
+}
+
+// UnmarshalSnapshot restores the aggregate from MarshalSnapshot's output. The
+// snapshot must be of this aggregate. On error the aggregate is unchanged.
+func (r *Root[S]) UnmarshalSnapshot(b []byte) error {
+	var w snapshotWire[S]
+	if err := json.Unmarshal(b, &w); err != nil {
+		return &DecodeError{What: "snapshot", Type: r.def.name, Err: err}
+	}
+	if w.ID != r.id {
+		return fmt.Errorf("%w: snapshot of %q given to %q", ErrWrongAggregate, truncate(w.ID), r.id)
+	}
+	if w.Version < -1 {
+		return &DecodeError{What: "snapshot", Type: r.def.name, Err: fmt.Errorf("version %d", w.Version)}
+	}
+	r.version, r.state = w.Version, w.State
+	r.recent = window{max: r.def.window}
+	for _, id := range w.Recent {
+		r.recent.add(id)
+	}
+	r.changes = nil
+	return nil
+}
+
+// stateWire is the JSON shape of MarshalState.
+type stateWire[S any] struct {
+	AggregateType string `json:"aggregate_type"`
+	AggregateID   string `json:"aggregate_id"`
+	Version       int64  `json:"version"`
+	State         S      `json:"state"`
+}
+
+// MarshalState encodes the aggregate's current state and version for
+// downstream readers (the state topic).
+func (r *Root[S]) MarshalState() ([]byte, error) {
+	b, err := json.Marshal(stateWire[S]{AggregateType: r.def.name, AggregateID: r.id, Version: r.version, State: r.state})
+	if err != nil {
+		return nil, fmt.Errorf("encoding state of %q: %w", r.id, err)
+	}
+	return b, nil
+}

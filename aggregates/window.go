@@ -1,0 +1,42 @@
+package aggregates
+
+import "github.com/oklog/ulid/v2"
+
+// window is a small ring of recent command ids. It allocates lazily and never
+// grows past max, so an aggregate costs at most max*16 bytes for it.
+type window struct {
+	ids  []ulid.ULID
+	next int // where the next id goes once the ring is full
+	max  int
+}
+
+func (w *window) contains(id ulid.ULID) bool {
+	for i := range w.ids {
+		if w.ids[i] == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *window) add(id ulid.ULID) {
+	if w.max == 0 || w.contains(id) {
+		return
+	}
+	if len(w.ids) < w.max {
+		w.ids = append(w.ids, id)
+		return
+	}
+	w.ids[w.next] = id
+	w.next = (w.next + 1) % w.max
+}
+
+// ordered returns the ids oldest first.
+func (w *window) ordered() []ulid.ULID {
+	if len(w.ids) < w.max || w.next == 0 {
+		return w.ids
+	}
+	out := make([]ulid.ULID, 0, len(w.ids))
+	out = append(out, w.ids[w.next:]...)
+	return append(out, w.ids[:w.next]...)
+}
