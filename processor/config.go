@@ -1,0 +1,172 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/topics"
+)
+
+// Binding serves one aggregate type from the topics with one prefix.
+type Binding struct {
+	// Kind is the aggregate type, e.g. order.Definition().
+	Kind aggregates.Kind
+	// Prefix names its topics ("orders" → orders.commands, orders.events…).
+	Prefix string
+}
+
+// Config configures a Processor. Zero values take the documented defaults;
+// Validate reports every problem at once.
+type Config struct {
+	// Brokers are the Kafka seed brokers, host:port.
+	Brokers []string
+	// KafkaOptions are extra franz-go options (TLS, SASL, dialer...) added
+	// to every client the processor creates.
+	KafkaOptions []kgo.Opt
+	// Group is the consumer group shared by all instances. Default "chronicle".
+	Group string
+	// TransactionalID must be stable per instance and unique across live
+	// instances: a restarted instance with the same id fences its dead
+	// predecessor's open transaction at once. Default "chronicle-<hostname>".
+	TransactionalID string
+	// Aggregates are the aggregate types to serve.
+	Aggregates []Binding
+
+	// Partitions and ReplicationFactor are used to create missing topics.
+	// Defaults 6 and -1 (broker default).
+	Partitions        int32
+	ReplicationFactor int16
+
+	// CommitEvery ends a transaction after this many commands (default
+	// 1000); CommitInterval ends it after this long (default 100ms),
+	// whichever comes first.
+	CommitEvery    int
+	CommitInterval time.Duration
+	// MaxCommandBytes is the largest command value accepted; larger ones get
+	// an invalid result and go to the DLQ. Default 1 MiB.
+	MaxCommandBytes int
+	// Concurrency bounds how many partitions are processed at the same time
+	// (commands of one partition are always processed in order). Default
+	// 2×GOMAXPROCS.
+	Concurrency int
+
+	// SessionTimeout, RebalanceTimeout and TransactionTimeout tune the
+	// consumer group and the transactional producer. Defaults 45s, 60s, 60s.
+	SessionTimeout     time.Duration
+	RebalanceTimeout   time.Duration
+	TransactionTimeout time.Duration
+	// ShutdownTimeout bounds a graceful shutdown: finishing the open
+	// transaction and leaving the group. Default 10s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the processor's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock stamping events; nil uses time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = "chronicle"
+	}
+	if c.TransactionalID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "localhost"
+		}
+		c.TransactionalID = "chronicle-" + host
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 6
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = -1
+	}
+	if c.CommitEvery == 0 {
+		c.CommitEvery = 1000
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 100 * time.Millisecond
+	}
+	if c.MaxCommandBytes == 0 {
+		c.MaxCommandBytes = 1 << 20
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 2 * runtime.GOMAXPROCS(0)
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 45 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 60 * time.Second
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 60 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("no brokers: set Brokers (--brokers) to host:port of at least one Kafka broker"))
+	}
+	if len(c.Aggregates) == 0 {
+		errs = append(errs, errors.New("no aggregate types to serve: add at least one Binding"))
+	}
+	prefixes := map[string]bool{}
+	for i, b := range c.Aggregates {
+		if b.Kind == nil {
+			errs = append(errs, fmt.Errorf("aggregate binding %d has no Kind", i))
+		}
+		if b.Prefix == "" {
+			errs = append(errs, fmt.Errorf("aggregate binding %d has no topic prefix", i))
+		}
+		if prefixes[b.Prefix] {
+			errs = append(errs, fmt.Errorf("topic prefix %q is used twice", b.Prefix))
+		}
+		prefixes[b.Prefix] = true
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions %d: must be at least 1", c.Partitions))
+	}
+	if c.CommitEvery < 1 {
+		errs = append(errs, fmt.Errorf("commit-every %d: must be at least 1", c.CommitEvery))
+	}
+	if c.CommitInterval < time.Millisecond {
+		errs = append(errs, fmt.Errorf("commit-interval %v: must be at least 1ms", c.CommitInterval))
+	}
+	if c.TransactionTimeout <= c.CommitInterval {
+		errs = append(errs, fmt.Errorf("transaction timeout %v must exceed the commit interval %v", c.TransactionTimeout, c.CommitInterval))
+	}
+	if c.MaxCommandBytes < 1 {
+		errs = append(errs, fmt.Errorf("max command bytes %d: must be positive", c.MaxCommandBytes))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency))
+	}
+	return errors.Join(errs...)
+}
+
+// binding is a Binding with its topic names resolved.
+type binding struct {
+	kind  aggregates.Kind
+	names topics.Names
+	n     int32 // partitions of the commands topic
+}

@@ -1,0 +1,500 @@
+// Package processor is Chronicle's Kafka engine. It consumes commands from
+// each aggregate type's commands topic in a consumer group, lets the
+// aggregates decide, and writes their events, latest states and one result
+// per command — together with the consumed offsets — in one Kafka
+// transaction, so every command takes effect exactly once.
+//
+// # Ownership and order
+//
+// An aggregate is owned by partition murmur2(aggregate id) mod N of its
+// commands topic; its events and state live in the same partition number of
+// the events and state topics. A command that arrives on another partition is
+// forwarded to its owner in the same transaction. Partitions are processed in
+// parallel (bounded by Config.Concurrency); the commands of one partition, and
+// so of one aggregate, strictly in order.
+//
+// # State
+//
+// When a partition is assigned, its fetching is paused until its aggregates
+// are restored from the events partition (read_committed, after any
+// in-doubt transaction on it has ended). If a transaction aborts, the state of
+// every partition it touched is discarded and restored again, so memory never
+// runs ahead of what Kafka committed.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/topics"
+)
+
+// Processor runs aggregates against Kafka. Create it with New and start it
+// with Run.
+type Processor struct {
+	cfg      Config
+	log      *slog.Logger
+	bindings map[string]*binding // by commands topic
+	owner    topics.Owner
+
+	// mu guards parts and the paused/restoring bookkeeping.
+	mu    sync.Mutex
+	parts map[topicPartition]*partition
+
+	// batchMu is held while workers process a batch; a revoke waits for it
+	// so that no partition is handled after it was given away.
+	batchMu sync.Mutex
+
+	// restores are owned by Run: started on assignment, joined on exit.
+	restoreWG  sync.WaitGroup
+	restoreCtx context.Context
+	sess       atomic.Pointer[kgo.GroupTransactSession]
+	adm        *kadm.Client
+	baseClient *kgo.Client
+
+	// txnErr is the first produce error of the open transaction.
+	txnErr atomic.Pointer[error]
+
+	stats counters
+
+	// crash, when closed, makes Run stop at once without ending its
+	// transaction, as a killed process would (for tests).
+	crash     chan struct{}
+	crashOnce sync.Once
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// New validates cfg and returns a Processor.
+func New(cfg Config) (*Processor, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("processor config: %w", err)
+	}
+	p := &Processor{
+		cfg: cfg, log: cfg.Logger, bindings: map[string]*binding{}, owner: topics.NewOwner(),
+		parts: map[topicPartition]*partition{}, crash: make(chan struct{}),
+	}
+	for _, b := range cfg.Aggregates {
+		names := topics.For(b.Prefix)
+		p.bindings[names.Commands] = &binding{kind: b.Kind, names: names}
+	}
+	return p, nil
+}
+
+func (p *Processor) kafkaOpts(extra ...kgo.Opt) []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...), kgo.WithLogger(kgoLogger{p.log})}
+	opts = append(opts, p.cfg.KafkaOptions...)
+	return append(opts, extra...)
+}
+
+// Run creates or checks the topics, joins the group and processes commands
+// until ctx is cancelled; then it ends the open transaction and leaves the
+// group within Config.ShutdownTimeout. It returns nil after a clean shutdown
+// and an error when it cannot start (unreachable brokers, topics that do not
+// fit). Failures while running (broker outages, fenced transactions) are
+// logged and recovered from by starting a new session.
+func (p *Processor) Run(ctx context.Context) error {
+	base, err := kgo.NewClient(p.kafkaOpts()...)
+	if err != nil {
+		return fmt.Errorf("creating kafka client: %w", err)
+	}
+	defer base.Close()
+	p.baseClient = base
+	p.adm = kadm.NewClient(base)
+	for _, b := range p.bindings {
+		n, err := topics.Ensure(ctx, p.adm, b.names, topics.Spec{Partitions: p.cfg.Partitions, ReplicationFactor: p.cfg.ReplicationFactor})
+		if err != nil {
+			return fmt.Errorf("preparing topics of %q: %w", b.names.Prefix, err)
+		}
+		b.n = n
+		p.log.Info("topics ready", "prefix", b.names.Prefix, "partitions", n)
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := p.runSession(ctx)
+		if ctx.Err() != nil || p.crashed() {
+			return nil
+		}
+		p.log.Error("processing session failed; starting a new one", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (p *Processor) crashed() bool {
+	select {
+	case <-p.crash:
+		return true
+	default:
+		return false
+	}
+}
+
+// runSession runs one group transact session until ctx ends or the session
+// fails. All in-memory state is dropped when it returns.
+func (p *Processor) runSession(ctx context.Context) (err error) {
+	commandTopics := make([]string, 0, len(p.bindings))
+	for t := range p.bindings {
+		commandTopics = append(commandTopics, t)
+	}
+	restoreCtx, cancelRestores := context.WithCancel(context.Background())
+	p.restoreCtx = restoreCtx
+	sess, err := kgo.NewGroupTransactSession(p.kafkaOpts(
+		kgo.ConsumerGroup(p.cfg.Group),
+		kgo.ConsumeTopics(commandTopics...),
+		kgo.TransactionalID(p.cfg.TransactionalID),
+		kgo.TransactionTimeout(p.cfg.TransactionTimeout),
+		kgo.SessionTimeout(p.cfg.SessionTimeout),
+		kgo.RebalanceTimeout(p.cfg.RebalanceTimeout),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.RecordPartitioner(topics.Partitioner()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(p.assigned),
+		kgo.OnPartitionsRevoked(p.revoked),
+		kgo.OnPartitionsLost(p.revoked),
+	)...)
+	if err != nil {
+		cancelRestores()
+		return fmt.Errorf("creating transact session: %w", err)
+	}
+	p.sess.Store(sess)
+	defer func() {
+		cancelRestores()
+		p.restoreWG.Wait()
+		if !p.crashed() {
+			sess.Close() // leaves the group; revokes everything
+		} else {
+			sess.Client().Close()
+		}
+		p.mu.Lock()
+		clear(p.parts)
+		p.mu.Unlock()
+	}()
+	return p.loop(ctx, sess)
+}
+
+// txn is the open transaction's bookkeeping.
+type txn struct {
+	open    bool
+	started time.Time
+	count   int
+	touched map[*partition]struct{}
+}
+
+func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) error {
+	t := txn{touched: map[*partition]struct{}{}}
+	for {
+		if ctx.Err() != nil {
+			return p.shutdown(sess, &t)
+		}
+		if p.crashed() {
+			return errors.New("crashed")
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, p.pollWait(&t))
+		fetches := sess.PollRecords(pollCtx, p.cfg.CommitEvery-t.count)
+		cancel()
+		if fetches.IsClientClosed() {
+			return errors.New("kafka client closed")
+		}
+		fetches.EachError(func(topic string, part int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
+			}
+		})
+		if p.crashed() {
+			return errors.New("crashed")
+		}
+		if !fetches.Empty() {
+			if !t.open {
+				if err := sess.Begin(); err != nil {
+					return fmt.Errorf("beginning transaction: %w", err)
+				}
+				t.open, t.started = true, time.Now()
+				p.txnErr.Store(nil)
+			}
+			t.count += p.processBatch(ctx, sess, fetches, t.touched)
+		}
+		if t.open && (t.count >= p.cfg.CommitEvery || time.Since(t.started) >= p.cfg.CommitInterval) {
+			if err := p.endTxn(ctx, sess, &t); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (p *Processor) pollWait(t *txn) time.Duration {
+	if !t.open {
+		return time.Second
+	}
+	left := p.cfg.CommitInterval - time.Since(t.started)
+	return max(left, time.Millisecond)
+}
+
+// endTxn commits the open transaction (or aborts it after a produce error)
+// and settles in-memory state accordingly.
+func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, t *txn) error {
+	if p.crashed() {
+		return errors.New("crashed")
+	}
+	try := kgo.TryCommit
+	if perr := p.txnErr.Load(); perr != nil {
+		p.log.Warn("aborting transaction after a produce error", "err", *perr)
+		try = kgo.TryAbort
+	}
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
+	committed, err := sess.End(endCtx, try)
+	cancel()
+	touched := t.touched
+	t.open, t.count, t.touched = false, 0, map[*partition]struct{}{}
+	if committed && err == nil {
+		p.stats.txnsCommitted.Add(1)
+		for part := range touched {
+			part.committed()
+		}
+		return nil
+	}
+	p.stats.txnsAborted.Add(1)
+	p.log.Warn("transaction aborted; restoring the partitions it touched", "partitions", len(touched), "err", err)
+	for part := range touched {
+		p.reset(part)
+	}
+	if err != nil {
+		return fmt.Errorf("ending transaction: %w", err)
+	}
+	return nil
+}
+
+// shutdown ends the open transaction with a commit, bounded by
+// ShutdownTimeout.
+func (p *Processor) shutdown(sess *kgo.GroupTransactSession, t *txn) error {
+	if !t.open {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+	defer cancel()
+	return p.endTxn(ctx, sess, t)
+}
+
+// processBatch hands each partition's records to a worker, at most
+// Concurrency at a time, and waits for all of them. It returns how many
+// records were handled.
+func (p *Processor) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, fetches kgo.Fetches, touched map[*partition]struct{}) int {
+	p.batchMu.Lock()
+	defer p.batchMu.Unlock()
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	var wg sync.WaitGroup
+	n := 0
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) == 0 {
+			return
+		}
+		n += len(fp.Records)
+		p.mu.Lock()
+		part := p.parts[topicPartition{fp.Topic, fp.Partition}]
+		p.mu.Unlock()
+		if part == nil || !part.isRestored() {
+			// Revoked (or not yet restored) since the poll: the
+			// transaction will abort, and the records are fetched again
+			// by their owner.
+			p.log.Debug("dropping records of a partition not ready here", "topic", fp.Topic, "partition", fp.Partition)
+			p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("records of partition %s/%d arrived while it was not ready", fp.Topic, fp.Partition)))
+			return
+		}
+		touched[part] = struct{}{}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			part.process(ctx, p, sess, fp.Records)
+		}()
+	})
+	wg.Wait()
+	return n
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// produce sends one record in the open transaction; a failure aborts the
+// transaction when it ends.
+func (p *Processor) produce(sess *kgo.GroupTransactSession, r *kgo.Record) {
+	sess.Produce(context.Background(), r, p.promise)
+}
+
+func (p *Processor) promise(r *kgo.Record, err error) {
+	if err != nil {
+		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("producing to %s: %w", r.Topic, err)))
+	}
+}
+
+// assigned pauses the new partitions and restores them in the background;
+// fetching resumes once a partition's state is ready.
+func (p *Processor) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	cl.PauseFetchPartitions(assigned)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for topic, parts := range assigned {
+		b := p.bindings[topic]
+		if b == nil {
+			continue
+		}
+		for _, id := range parts {
+			part := newPartition(b, id)
+			p.parts[topicPartition{topic, id}] = part
+			p.startRestore(cl, part)
+		}
+	}
+	p.log.Info("partitions assigned", "partitions", assigned)
+}
+
+// revoked waits for the batch in flight, then forgets the partitions. The
+// open transaction aborts (the session saw the revoke), so nothing they did
+// in it survives.
+func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	p.batchMu.Lock()
+	defer p.batchMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for topic, parts := range revoked {
+		for _, id := range parts {
+			tp := topicPartition{topic, id}
+			if part := p.parts[tp]; part != nil {
+				part.close()
+				delete(p.parts, tp)
+			}
+		}
+	}
+	p.log.Info("partitions revoked", "partitions", revoked)
+}
+
+// reset discards a partition's state after an aborted transaction and
+// restores it again, fetching paused meanwhile.
+func (p *Processor) reset(part *partition) {
+	sess := p.sess.Load()
+	if sess == nil {
+		return
+	}
+	cl := sess.Client()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	tp := topicPartition{part.b.names.Commands, part.id}
+	if p.parts[tp] != part {
+		return // revoked meanwhile
+	}
+	part.close()
+	fresh := newPartition(part.b, part.id)
+	p.parts[tp] = fresh
+	cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	p.startRestore(cl, fresh)
+}
+
+// startRestore runs restore for part in a goroutine owned by the session.
+// p.mu must be held.
+func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
+	ctx := p.restoreCtx
+	p.restoreWG.Add(1)
+	go func() {
+		defer p.restoreWG.Done()
+		backoff := 100 * time.Millisecond
+		for {
+			err := p.restore(ctx, part)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || part.isClosed() {
+				return
+			}
+			p.log.Error("restoring partition failed; retrying", "topic", part.b.names.Events, "partition", part.id, "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-part.done:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		tp := topicPartition{part.b.names.Commands, part.id}
+		if p.parts[tp] == part {
+			cl.ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+		}
+	}()
+}
+
+// Stats are counters of what a Processor did since it was created.
+type Stats struct {
+	Commands       int64 // commands handled (each got one result, or was forwarded)
+	Accepted       int64
+	Rejected       int64
+	Duplicates     int64
+	Invalid        int64 // invalid results plus undecodable records sent to the DLQ
+	Forwarded      int64 // commands forwarded to their owner partition
+	Events         int64 // events appended
+	TxnsCommitted  int64
+	TxnsAborted    int64
+	Restores       int64 // partition restores completed
+	EventsReplayed int64 // events applied during restores
+}
+
+type counters struct {
+	commands, accepted, rejected, duplicates, invalid, forwarded, events atomic.Int64
+	txnsCommitted, txnsAborted, restores, eventsReplayed                 atomic.Int64
+}
+
+// Stats returns a copy of the counters.
+func (p *Processor) Stats() Stats {
+	s := &p.stats
+	return Stats{
+		Commands: s.commands.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(),
+		Duplicates: s.duplicates.Load(), Invalid: s.invalid.Load(), Forwarded: s.forwarded.Load(),
+		Events: s.events.Load(), TxnsCommitted: s.txnsCommitted.Load(), TxnsAborted: s.txnsAborted.Load(),
+		Restores: s.restores.Load(), EventsReplayed: s.eventsReplayed.Load(),
+	}
+}
+
+// Assigned returns the partitions this instance owns and has restored, by
+// commands topic.
+func (p *Processor) Assigned() map[string][]int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string][]int32{}
+	for tp, part := range p.parts {
+		if part.isRestored() {
+			out[tp.topic] = append(out[tp.topic], tp.partition)
+		}
+	}
+	return out
+}
+
+// kgoLogger forwards franz-go's warnings and errors to slog.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error("kafka: "+msg, keyvals...)
+	case kgo.LogLevelWarn:
+		k.l.Warn("kafka: "+msg, keyvals...)
+	}
+}

@@ -1,0 +1,164 @@
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Spec says how to create missing topics.
+type Spec struct {
+	// Partitions for new topics. All of commands, events and state must
+	// share one partition count (co-partitioning).
+	Partitions int32
+	// ReplicationFactor for new topics; -1 uses the broker default.
+	ReplicationFactor int16
+}
+
+// Problem is one way an existing topic does not fit Chronicle, with how to
+// fix it.
+type Problem struct {
+	Topic string
+	What  string
+	Fix   string
+}
+
+func (p Problem) String() string { return fmt.Sprintf("%s: %s; fix: %s", p.Topic, p.What, p.Fix) }
+
+// ErrInvalidTopics is returned by Ensure and Check when existing topics do not
+// fit; the error is a *InvalidError listing every Problem.
+var ErrInvalidTopics = errors.New("topics do not fit chronicle")
+
+// InvalidError lists what is wrong with the existing topics.
+type InvalidError struct{ Problems []Problem }
+
+func (e *InvalidError) Error() string {
+	var b strings.Builder
+	b.WriteString("topics do not fit chronicle:")
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrInvalidTopics.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalidTopics }
+
+// configs returns the topic configs Chronicle wants for each topic.
+func (n Names) configs() map[string]map[string]*string {
+	compact := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	return map[string]map[string]*string{
+		n.Commands: nil,
+		n.Events:   compact,
+		n.State:    compact,
+		n.Results:  nil,
+		n.DLQ:      {"retention.ms": kadm.StringPtr("-1")},
+	}
+}
+
+// All returns the five topic names.
+func (n Names) All() []string { return []string{n.Commands, n.Events, n.State, n.Results, n.DLQ} }
+
+// Ensure creates the missing topics of n with spec, then checks all of them
+// (Check). It returns the partition count of the commands topic.
+func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) (int32, error) {
+	if spec.Partitions < 1 {
+		return 0, fmt.Errorf("creating topics for %q: partitions is %d, must be at least 1", n.Prefix, spec.Partitions)
+	}
+	details, err := adm.ListTopics(ctx, n.All()...)
+	if err != nil {
+		return 0, fmt.Errorf("listing topics for %q: %w", n.Prefix, err)
+	}
+	created := false
+	for topic, cfg := range n.configs() {
+		if d, ok := details[topic]; ok && d.Err == nil {
+			continue
+		}
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return 0, fmt.Errorf("creating topic %s (%d partitions, replication %d): %w %s", topic, spec.Partitions, spec.ReplicationFactor, err, resp.ErrMessage)
+		}
+		created = true
+	}
+	if !created {
+		return Check(ctx, adm, n)
+	}
+	// New topics take a moment to appear in metadata everywhere.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		parts, err := Check(ctx, adm, n)
+		if err == nil || !errors.Is(err, ErrInvalidTopics) {
+			return parts, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("waiting for new topics of %q to appear: %w (last check: %w)", n.Prefix, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Check validates the existing topics of n: all five exist; commands, events
+// and state have the same partition count; events and state are compacted.
+// It returns the commands topic's partition count, or a *InvalidError.
+func Check(ctx context.Context, adm *kadm.Client, n Names) (int32, error) {
+	details, err := adm.ListTopics(ctx, n.All()...)
+	if err != nil {
+		return 0, fmt.Errorf("listing topics for %q: %w", n.Prefix, err)
+	}
+	var problems []Problem
+	counts := map[string]int32{}
+	for _, t := range n.All() {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			problems = append(problems, Problem{Topic: t, What: "does not exist", Fix: fmt.Sprintf("run `chronicle topics %s --create`", n.Prefix)})
+			continue
+		}
+		counts[t] = int32(len(d.Partitions))
+	}
+	want := counts[n.Commands]
+	for _, t := range []string{n.Events, n.State} {
+		if c, ok := counts[t]; ok && want > 0 && c != want {
+			problems = append(problems, Problem{Topic: t, What: fmt.Sprintf("has %d partitions but %s has %d; an aggregate's commands, events and state must share a partition number", c, n.Commands, want),
+				Fix: fmt.Sprintf("give all three the same count: kafka-topics --alter --topic <smaller> --partitions %d (only ever grow a topic before it holds data: growing moves keys)", max(c, want))})
+		}
+	}
+	var existing []string
+	for _, t := range []string{n.Events, n.State} {
+		if _, ok := counts[t]; ok {
+			existing = append(existing, t)
+		}
+	}
+	if len(existing) > 0 {
+		rcs, err := adm.DescribeTopicConfigs(ctx, existing...)
+		if err != nil {
+			return 0, fmt.Errorf("describing configs of %v: %w", existing, err)
+		}
+		for _, rc := range rcs {
+			if rc.Err != nil {
+				return 0, fmt.Errorf("describing config of %s: %w", rc.Name, rc.Err)
+			}
+			policy := "delete"
+			for _, c := range rc.Configs {
+				if c.Key == "cleanup.policy" && c.Value != nil {
+					policy = *c.Value
+				}
+			}
+			if policy != "compact" {
+				problems = append(problems, Problem{Topic: rc.Name, What: fmt.Sprintf("cleanup.policy is %q, so Kafka would delete history by time or size", policy),
+					Fix: fmt.Sprintf("kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact", rc.Name)})
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return 0, &InvalidError{Problems: problems}
+	}
+	return want, nil
+}
