@@ -28,7 +28,8 @@ type counterState struct {
 type (
 	createCounter struct{}
 	addCounter    struct {
-		N int64 `json:"n"`
+		N   int64  `json:"n"`
+		Agg string `json:"agg,omitempty"` // lets the test hook see which aggregate
 	}
 	boomCounter    struct{}
 	counterCreated struct{}
@@ -37,7 +38,10 @@ type (
 	}
 )
 
-func counterKind() *aggregates.Definition[counterState] {
+func counterKind() *aggregates.Definition[counterState] { return counterKindHooked(nil) }
+
+// counterKindHooked calls hook(aggregate) inside the Add handler.
+func counterKindHooked(hook func(agg string)) *aggregates.Definition[counterState] {
 	return aggregates.MustDefine("counter",
 		aggregates.When("Created", func(s *counterState, _ counterCreated) { s.Exists = true }),
 		aggregates.When("Added", func(s *counterState, e counterAdded) { s.Value += e.N }),
@@ -53,6 +57,9 @@ func counterKind() *aggregates.Definition[counterState] {
 			}
 			if c.N == 0 {
 				return nil, aggregates.Reject("zero", "adding zero")
+			}
+			if hook != nil {
+				hook(c.Agg)
 			}
 			return []any{counterAdded{N: c.N}}, nil
 		}),
