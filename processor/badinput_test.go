@@ -63,7 +63,7 @@ func TestBadInputsGetResultsAndDeadLetters(t *testing.T) {
 		{name: "expected version conflict", key: "b-9", status: aggregates.StatusRejected, code: aggregates.CodeConcurrencyConflict, reason: "expected version 5",
 			value: `{"id":"%ID%","type":"counter.Create","aggregate_id":"b-9","expected_version":5}`},
 		{name: "duplicate command id", key: "b-10", status: aggregates.StatusDuplicate, cmdID: created,
-			value: `{"id":"` + created + `","type":"counter.Create","aggregate_id":"b-10"}`,
+			value:   `{"id":"` + created + `","type":"counter.Create","aggregate_id":"b-10"}`,
 			prepare: []string{`{"id":"` + created + `","type":"counter.Create","aggregate_id":"b-10"}`}},
 		{name: "short type names are accepted", key: "b-11", status: aggregates.StatusAccepted,
 			value: `{"id":"%ID%","type":"Create","aggregate_id":"b-11"}`},
