@@ -75,10 +75,14 @@ func BenchmarkThroughput(b *testing.B) {
 			cfg.CommitEvery, cfg.CommitInterval = 1000, 100*time.Millisecond
 			start := time.Now()
 			r := startProcessor(b, cfg)
+			waitCount(b, adm, names.Results, func() int64 { return r.p.Stats().Restores }, 6)
+			restored := time.Since(start)
 			waitCount(b, adm, names.Results, func() int64 { return r.p.Stats().Commands }, int64(len(s.recs)))
+			processed := time.Since(start)
 			ctx := context.Background()
 			waitCount(b, adm, names.Results, func() int64 { return committedTotal(ctx, adm, names.Results) }, int64(len(s.recs)))
 			elapsed += time.Since(start)
+			b.Logf("restored after %v, processed after %v, committed after %v; %+v", restored, processed, time.Since(start), r.p.Stats())
 			r.stop(b)
 			c.Close()
 		}
