@@ -178,7 +178,8 @@ func createTopics(t testing.TB, c *kfake.Cluster, prefix string, n int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := topics.Ensure(ctx, newAdmin(t, c), topics.For(prefix), topics.Spec{Partitions: n, ReplicationFactor: 1}); err != nil {
+	cl := newProducer(t, c)
+	if _, err := topics.Ensure(ctx, cl, topics.For(prefix), topics.Spec{Partitions: n, ReplicationFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -69,6 +69,9 @@ type Processor struct {
 	// transaction, as a killed process would (for tests).
 	crash     chan struct{}
 	crashOnce sync.Once
+
+	ready     chan struct{} // closed once the topics exist and the group is joined
+	readyOnce sync.Once
 }
 
 type topicPartition struct {
@@ -84,7 +87,7 @@ func New(cfg Config) (*Processor, error) {
 	}
 	p := &Processor{
 		cfg: cfg, log: cfg.Logger, bindings: map[string]*binding{}, owner: topics.NewOwner(),
-		parts: map[topicPartition]*partition{}, crash: make(chan struct{}),
+		parts: map[topicPartition]*partition{}, crash: make(chan struct{}), ready: make(chan struct{}),
 	}
 	for _, b := range cfg.Aggregates {
 		names := topics.For(b.Prefix)
@@ -114,13 +117,14 @@ func (p *Processor) Run(ctx context.Context) error {
 	p.baseClient = base
 	p.adm = kadm.NewClient(base)
 	for _, b := range p.bindings {
-		n, err := topics.Ensure(ctx, p.adm, b.names, topics.Spec{Partitions: p.cfg.Partitions, ReplicationFactor: p.cfg.ReplicationFactor})
+		n, err := topics.Ensure(ctx, base, b.names, topics.Spec{Partitions: p.cfg.Partitions, ReplicationFactor: p.cfg.ReplicationFactor})
 		if err != nil {
 			return fmt.Errorf("preparing topics of %q: %w", b.names.Prefix, err)
 		}
 		b.n = n
 		p.log.Info("topics ready", "prefix", b.names.Prefix, "partitions", n)
 	}
+	p.readyOnce.Do(func() { close(p.ready) })
 	backoff := 100 * time.Millisecond
 	for {
 		err := p.runSession(ctx)
@@ -440,6 +444,10 @@ func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 		}
 	}()
 }
+
+// Ready is closed once Run has created or checked the topics and starts
+// consuming: commands sent from then on are processed.
+func (p *Processor) Ready() <-chan struct{} { return p.ready }
 
 // Stats are counters of what a Processor did since it was created.
 type Stats struct {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Spec says how to create missing topics.
@@ -67,17 +69,18 @@ func (n Names) All() []string { return []string{n.Commands, n.Events, n.State, n
 
 // Ensure creates the missing topics of n with spec, then checks all of them
 // (Check). It returns the partition count of the commands topic.
-func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) (int32, error) {
+func Ensure(ctx context.Context, cl *kgo.Client, n Names, spec Spec) (int32, error) {
+	adm := kadm.NewClient(cl)
 	if spec.Partitions < 1 {
 		return 0, fmt.Errorf("creating topics for %q: partitions is %d, must be at least 1", n.Prefix, spec.Partitions)
 	}
-	details, err := adm.ListTopics(ctx, n.All()...)
+	details, err := partitionCounts(ctx, cl, n.All())
 	if err != nil {
 		return 0, fmt.Errorf("listing topics for %q: %w", n.Prefix, err)
 	}
 	created := false
 	for topic, cfg := range n.configs() {
-		if d, ok := details[topic]; ok && d.Err == nil {
+		if _, ok := details[topic]; ok {
 			continue
 		}
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)
@@ -87,13 +90,13 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) (int32, e
 		created = true
 	}
 	if !created {
-		return Check(ctx, adm, n)
+		return Check(ctx, cl, n)
 	}
 	// New topics take a moment to appear in metadata everywhere.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		parts, err := Check(ctx, adm, n)
+		parts, err := Check(ctx, cl, n)
 		if err == nil || !errors.Is(err, ErrInvalidTopics) {
 			return parts, err
 		}
@@ -108,20 +111,17 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) (int32, e
 // Check validates the existing topics of n: all five exist; commands, events
 // and state have the same partition count; events and state are compacted.
 // It returns the commands topic's partition count, or a *InvalidError.
-func Check(ctx context.Context, adm *kadm.Client, n Names) (int32, error) {
-	details, err := adm.ListTopics(ctx, n.All()...)
+func Check(ctx context.Context, cl *kgo.Client, n Names) (int32, error) {
+	adm := kadm.NewClient(cl)
+	counts, err := partitionCounts(ctx, cl, n.All())
 	if err != nil {
 		return 0, fmt.Errorf("listing topics for %q: %w", n.Prefix, err)
 	}
 	var problems []Problem
-	counts := map[string]int32{}
 	for _, t := range n.All() {
-		d, ok := details[t]
-		if !ok || d.Err != nil {
+		if _, ok := counts[t]; !ok {
 			problems = append(problems, Problem{Topic: t, What: "does not exist", Fix: fmt.Sprintf("run `chronicle topics %s --create`", n.Prefix)})
-			continue
 		}
-		counts[t] = int32(len(d.Partitions))
 	}
 	want := counts[n.Commands]
 	for _, t := range []string{n.Events, n.State} {
@@ -161,4 +161,34 @@ func Check(ctx context.Context, adm *kadm.Client, n Names) (int32, error) {
 		return 0, &InvalidError{Problems: problems}
 	}
 	return want, nil
+}
+
+// partitionCounts asks the brokers (bypassing the client's metadata cache,
+// which would hide topics created a moment ago) how many partitions each
+// existing topic has.
+func partitionCounts(ctx context.Context, cl *kgo.Client, names []string) (map[string]int32, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range names {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int32{}
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case err == nil:
+			out[*t.Topic] = int32(len(t.Partitions))
+		case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.LeaderNotAvailable):
+		default:
+			return nil, fmt.Errorf("topic %s: %w", *t.Topic, err)
+		}
+	}
+	return out, nil
 }

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/chronicle-es/chronicle/devstack"
+)
+
+func runDev(ctx context.Context, args []string, s streams) int {
+	fs := newFlags("dev", "dev [flags]", s.err)
+	addr := fs.String("kafka-addr", "127.0.0.1:9092", "address of the embedded Kafka broker (127.0.0.1:<port>; port 0 picks a free one)")
+	dataDir := fs.String("data-dir", filepath.Join(".chronicle", "kafka"), "directory keeping the broker's data between runs")
+	inMemory := fs.Bool("in-memory", false, "keep nothing on disk")
+	partitions := fs.Int("partitions", 6, "partitions of each topic created")
+	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs to serve")
+	verbose := fs.Bool("verbose", false, "log the processor's progress")
+	if _, code, done := parseFlags(fs, args); done {
+		return code
+	}
+	bindings, err := parseBindings(*aggs)
+	if err != nil {
+		return fail(s, "dev", err)
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level}))
+	cfg := devstack.Config{
+		KafkaAddr: *addr, DataDir: *dataDir, InMemory: *inMemory, Partitions: int32(*partitions),
+		Aggregates: bindings, Logger: logger,
+		Ready: func(brokers []string) {
+			var prefixes []string
+			for _, b := range bindings {
+				prefixes = append(prefixes, fmt.Sprintf("%s (%s)", b.Prefix, b.Kind.Name()))
+			}
+			store := *dataDir
+			if *inMemory {
+				store = "memory only"
+			}
+			fmt.Fprintf(s.out, "chronicle dev is running\n")
+			fmt.Fprintf(s.out, "  kafka:      %s (embedded kfake, data: %s)\n", strings.Join(brokers, ","), store)
+			fmt.Fprintf(s.out, "  aggregates: %s\n", strings.Join(prefixes, ", "))
+			fmt.Fprintf(s.out, "  snapshots:  none (every restore replays the events partition)\n")
+			fmt.Fprintf(s.out, "\nTry, in another terminal:\n")
+			fmt.Fprintf(s.out, "  go run ./cmd/chronicle send --brokers %s --wait orders o-1 CreateOrder '{\"user_id\":\"u-1\"}'\n", brokers[0])
+			fmt.Fprintf(s.out, "  go run ./cmd/chronicle tail --brokers %s orders --from-beginning\n", brokers[0])
+			fmt.Fprintf(s.out, "\nPress Ctrl-C to stop.\n")
+		},
+	}
+	if err := devstack.Run(ctx, cfg); err != nil {
+		return fail(s, "dev", err)
+	}
+	fmt.Fprintln(s.out, "chronicle dev stopped")
+	return 0
+}

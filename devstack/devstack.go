@@ -1,0 +1,95 @@
+// Package devstack runs Chronicle's whole stack in one process for
+// development: an embedded Kafka-protocol broker (franz-go's kfake) and the
+// processor serving the given aggregate types. Nothing needs installing.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/chronicle-es/chronicle/processor"
+)
+
+// Config configures the dev stack.
+type Config struct {
+	// KafkaAddr is where the embedded broker listens. It must be a
+	// 127.0.0.1 address. Default "127.0.0.1:9092"; port 0 picks a free one.
+	KafkaAddr string
+	// DataDir keeps the broker's data between runs. Empty with InMemory.
+	DataDir string
+	// InMemory keeps nothing on disk.
+	InMemory bool
+	// Partitions for the topics the processor creates. Default 6.
+	Partitions int32
+	// Aggregates to serve.
+	Aggregates []processor.Binding
+	// Logger for the processor; nil discards.
+	Logger *slog.Logger
+	// Ready, if set, is called once the broker listens and the topics
+	// exist, with the broker addresses.
+	Ready func(brokers []string)
+}
+
+// Run starts the broker and the processor and blocks until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.KafkaAddr == "" {
+		cfg.KafkaAddr = "127.0.0.1:9092"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 6
+	}
+	host, portStr, err := net.SplitHostPort(cfg.KafkaAddr)
+	if err != nil || host != "127.0.0.1" {
+		return fmt.Errorf("kafka address %q: must be 127.0.0.1:<port>", cfg.KafkaAddr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("kafka address %q: bad port: %w", cfg.KafkaAddr, err)
+	}
+	if !cfg.InMemory && cfg.DataDir == "" {
+		return errors.New("no data directory: set one, or choose in-memory")
+	}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}
+	if port != 0 { // kfake picks a free port itself otherwise
+		opts = append(opts, kfake.Ports(port))
+	}
+	if !cfg.InMemory {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	cluster, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return fmt.Errorf("starting the embedded Kafka broker on %s: %w (is another one running? pick another port)", cfg.KafkaAddr, err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	p, err := processor.New(processor.Config{
+		Brokers:          brokers,
+		Group:            "chronicle-dev",
+		TransactionalID:  "chronicle-dev",
+		Aggregates:       cfg.Aggregates,
+		Partitions:       cfg.Partitions,
+		SessionTimeout:   6 * time.Second,
+		RebalanceTimeout: 6 * time.Second,
+		Logger:           cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Ready != nil {
+		go func() {
+			select {
+			case <-p.Ready():
+				cfg.Ready(brokers)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return p.Run(ctx)
+}
