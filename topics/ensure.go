@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,9 +26,10 @@ type Spec struct {
 // Problem is one way an existing topic does not fit Chronicle, with how to
 // fix it.
 type Problem struct {
-	Topic string
-	What  string
-	Fix   string
+	Topic   string
+	What    string
+	Fix     string
+	Missing bool // the topic does not exist
 }
 
 func (p Problem) String() string { return fmt.Sprintf("%s: %s; fix: %s", p.Topic, p.What, p.Fix) }
@@ -97,7 +99,8 @@ func Ensure(ctx context.Context, cl *kgo.Client, n Names, spec Spec) (int32, err
 	defer cancel()
 	for {
 		parts, err := Check(ctx, cl, n)
-		if err == nil || !errors.Is(err, ErrInvalidTopics) {
+		var inv *InvalidError
+		if err == nil || !errors.As(err, &inv) || !slices.ContainsFunc(inv.Problems, func(p Problem) bool { return p.Missing }) {
 			return parts, err
 		}
 		select {
@@ -120,7 +123,7 @@ func Check(ctx context.Context, cl *kgo.Client, n Names) (int32, error) {
 	var problems []Problem
 	for _, t := range n.All() {
 		if _, ok := counts[t]; !ok {
-			problems = append(problems, Problem{Topic: t, What: "does not exist", Fix: fmt.Sprintf("run `chronicle topics %s --create`", n.Prefix)})
+			problems = append(problems, Problem{Topic: t, Missing: true, What: "does not exist", Fix: fmt.Sprintf("run `chronicle topics %s --create`", n.Prefix)})
 		}
 	}
 	want := counts[n.Commands]
