@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// binary builds the chronicle binary once per test run.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "chronicle-bin")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "chronicle")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// devStack is a `chronicle dev` process.
+type devStack struct {
+	cmd     *exec.Cmd
+	brokers string
+	out     *syncBuffer
+	done    chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var kafkaLine = regexp.MustCompile(`kafka:\s+(127\.0\.0\.1:\d+)`)
+
+// startDev runs `chronicle dev` with args and waits until it prints its
+// broker address.
+func startDev(t *testing.T, args ...string) *devStack {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"dev"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &devStack{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = d.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			d.out.Write([]byte(line + "\n"))
+			if m := kafkaLine.FindStringSubmatch(line); m != nil {
+				found <- m[1]
+			}
+		}
+	}()
+	go func() { d.done <- cmd.Wait() }()
+	t.Cleanup(func() { d.stop(t) })
+	select {
+	case d.brokers = <-found:
+	case err := <-d.done:
+		t.Fatalf("chronicle dev exited early: %v\n%s", err, d.out)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("chronicle dev did not come up in 60s:\n%s", d.out)
+	}
+	return d
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *devStack) stop(t *testing.T) {
+	t.Helper()
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err != nil {
+			t.Errorf("chronicle dev exited with %v\n%s", err, d.out)
+		}
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		t.Errorf("chronicle dev did not stop within 30s of SIGINT\n%s", d.out)
+	}
+}
+
+// chronicle runs the binary with args and stdin, returning stdout, stderr
+// and the exit code.
+func chronicle(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running chronicle %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestHelpListsEveryCommandAndFlagWithItsEnvironmentVariable(t *testing.T) {
+	out, _, code := chronicle(t, "", "--help")
+	if code != 0 {
+		t.Fatalf("--help exited %d", code)
+	}
+	for _, sc := range subcommands() {
+		if !strings.Contains(out, sc.name) {
+			t.Errorf("--help does not list %q", sc.name)
+		}
+		_, errOut, code := chronicle(t, "", sc.name, "--help")
+		if code != 0 || !strings.Contains(errOut, "Usage: chronicle "+sc.name) || !strings.Contains(errOut, "CHRONICLE_") {
+			t.Errorf("%s --help (exit %d):\n%s", sc.name, code, errOut)
+		}
+	}
+	_, errOut, code := chronicle(t, "", "frobnicate")
+	if code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, %s", code, errOut)
+	}
+}
+
+func TestDevStartsAndTopicsCheckPasses(t *testing.T) {
+	d := startDev(t, "--kafka-addr", "127.0.0.1:0", "--in-memory")
+	out, errOut, code := chronicle(t, "", "topics", "orders", "--brokers", d.brokers)
+	if code != 0 || !strings.Contains(out, "orders.events") {
+		t.Fatalf("topics orders: exit %d\n%s%s", code, out, errOut)
+	}
+	_, errOut, code = chronicle(t, "", "topics", "nothing-here", "--brokers", d.brokers)
+	if code == 0 || !strings.Contains(errOut, "nothing-here.commands: does not exist") || !strings.Contains(errOut, "--create") {
+		t.Fatalf("topics of a missing prefix: exit %d\n%s", code, errOut)
+	}
+}
+
