@@ -1,0 +1,181 @@
+package snapshots
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Memory is a snapshot store held in the process: for tests and for running
+// a single processor without Redis. It follows the same rules as Redis (see
+// the package documentation) and loses everything when the process ends.
+//
+// A single mutex guards it, so every method is atomic with respect to every
+// other. Byte slices are copied on the way in and out: callers may reuse
+// what they pass and modify what they get.
+type Memory struct {
+	mu     sync.RWMutex
+	closed bool
+	parts  map[memKey]*memPartition
+}
+
+type memKey struct {
+	aggType   string
+	partition int32
+}
+
+type memPartition struct {
+	cp    *Checkpoint
+	snaps map[string]Snapshot
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{parts: make(map[memKey]*memPartition)}
+}
+
+// Checkpoint returns the partition's checkpoint; ok is false when there is
+// none.
+func (m *Memory) Checkpoint(ctx context.Context, aggType string, partition int32) (cp Checkpoint, ok bool, err error) {
+	if err := m.enter(ctx, aggType, partition); err != nil {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: reading the checkpoint of %s: %w", where(aggType, partition), err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: reading the checkpoint of %s: %w", where(aggType, partition), ErrClosed)
+	}
+	p := m.parts[memKey{aggType, partition}]
+	if p == nil || p.cp == nil {
+		return Checkpoint{}, false, nil
+	}
+	return *p.cp, true, nil
+}
+
+// Load returns the snapshot of aggregate id; ok is false when there is none.
+func (m *Memory) Load(ctx context.Context, aggType string, partition int32, id string) (s Snapshot, ok bool, err error) {
+	err = m.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkIDs([]string{id})
+	}
+	if err != nil {
+		return Snapshot{}, false, fmt.Errorf("snapshots: loading %q of %s: %w", id, where(aggType, partition), err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return Snapshot{}, false, fmt.Errorf("snapshots: loading %q of %s: %w", id, where(aggType, partition), ErrClosed)
+	}
+	p := m.parts[memKey{aggType, partition}]
+	if p == nil {
+		return Snapshot{}, false, nil
+	}
+	s, ok = p.snaps[id]
+	if !ok {
+		return Snapshot{}, false, nil
+	}
+	s.Data = bytes.Clone(s.Data)
+	return s, true, nil
+}
+
+// LoadMany returns the snapshots of the given ids that exist, keyed by id.
+// Missing ids are absent from the map. All are read at one instant.
+func (m *Memory) LoadMany(ctx context.Context, aggType string, partition int32, ids []string) (map[string]Snapshot, error) {
+	err := m.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkIDs(ids)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), ErrClosed)
+	}
+	out := make(map[string]Snapshot, len(ids))
+	p := m.parts[memKey{aggType, partition}]
+	if p == nil {
+		return out, nil
+	}
+	for _, id := range ids {
+		if s, ok := p.snaps[id]; ok {
+			s.Data = bytes.Clone(s.Data)
+			out[id] = s
+		}
+	}
+	return out, nil
+}
+
+// Save stores snaps and, when cp is not nil, the checkpoint, all at once. A
+// snapshot older than the stored one and a checkpoint behind the stored one
+// are skipped.
+func (m *Memory) Save(ctx context.Context, aggType string, partition int32, cp *Checkpoint, snaps []Snapshot) error {
+	err := m.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkSnapshots(snaps)
+	}
+	if err != nil {
+		return fmt.Errorf("snapshots: saving %d snapshots of %s: %w", len(snaps), where(aggType, partition), err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("snapshots: saving %d snapshots of %s: %w", len(snaps), where(aggType, partition), ErrClosed)
+	}
+	if cp == nil && len(snaps) == 0 {
+		return nil
+	}
+	key := memKey{aggType, partition}
+	p := m.parts[key]
+	if p == nil {
+		p = &memPartition{snaps: make(map[string]Snapshot, len(snaps))}
+		m.parts[key] = p
+	}
+	for _, s := range snaps {
+		if cur, ok := p.snaps[s.AggregateID]; ok && cur.Version > s.Version {
+			continue
+		}
+		s.Data = bytes.Clone(s.Data)
+		p.snaps[s.AggregateID] = s
+	}
+	if cp != nil && (p.cp == nil || cp.Offset >= p.cp.Offset) {
+		c := *cp
+		p.cp = &c
+	}
+	return nil
+}
+
+// DropPartition forgets the partition's checkpoint and snapshots.
+func (m *Memory) DropPartition(ctx context.Context, aggType string, partition int32) error {
+	if err := m.enter(ctx, aggType, partition); err != nil {
+		return fmt.Errorf("snapshots: dropping %s: %w", where(aggType, partition), err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("snapshots: dropping %s: %w", where(aggType, partition), ErrClosed)
+	}
+	delete(m.parts, memKey{aggType, partition})
+	return nil
+}
+
+// Close releases the stored data. Every later call returns ErrClosed; a
+// second Close returns nil.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.parts = nil
+	return nil
+}
+
+// enter checks what every method checks before taking the lock: the context
+// and the partition address. Closed is checked under the lock.
+func (m *Memory) enter(ctx context.Context, aggType string, partition int32) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return checkPartition(aggType, partition)
+}
