@@ -230,4 +230,3 @@ func produceTxn(t testing.TB, c *kfake.Cluster, txnID string, commit bool, recs 
 		t.Fatalf("ending the transaction: %v", err)
 	}
 }
-
