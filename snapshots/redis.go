@@ -26,22 +26,26 @@ const dropBatch = 1000
 // checkpoint. A stored value is kept when it has the same format byte and a
 // greater ordering field (bytes 2..9, which compare like the signed number,
 // see redis_codec.go); anything else (missing, newer-or-equal input, a value
-// that is not ours, a key of another type) is overwritten.
+// that is not ours, a key of another type) is overwritten. The field is
+// compared as two 32-bit halves, each exact in a Lua number (a double), and
+// not as a Lua string, whose comparison follows the server's locale.
 //
 // Every read happens before the first write. Redis refuses a script for lack
 // of memory only at its first write, never after it, so the script either
 // writes nothing or everything it decided to write.
 const saveScript = `
+local function order(v)
+  local _, a, b, c, d, e, f, g, h = string.byte(v, 1, 9)
+  return ((a * 256 + b) * 256 + c) * 256 + d, ((e * 256 + f) * 256 + g) * 256 + h
+end
 local function keep(key, new)
   local cur = redis.pcall('GETRANGE', key, 0, 8)
   if type(cur) ~= 'string' or #cur < 9 or string.byte(cur, 1) ~= string.byte(new, 1) then
     return false
   end
-  for i = 2, 9 do
-    local a, b = string.byte(cur, i), string.byte(new, i)
-    if a ~= b then return a > b end
-  end
-  return false
+  local ch, cl = order(cur)
+  local nh, nl = order(new)
+  return ch > nh or (ch == nh and cl > nl)
 end
 local write = {}
 for i = 2, #KEYS do
@@ -95,6 +99,9 @@ return {written, cp}
 // Every method honours its context. Clients built by Open have
 // ContextTimeoutEnabled set, so a hung server is given up on at the
 // context's deadline; a client passed to NewRedis keeps its own settings.
+// After an outage go-redis may fail calls at once with the last dial error
+// until its background probe, run once a second, reaches Redis again: retry
+// for a few seconds before treating Redis as gone.
 type Redis struct {
 	client     redis.UniversalClient
 	prefix     string

@@ -3,6 +3,7 @@ package snapshots
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -369,4 +370,42 @@ func TestRedisCloseOwnsOnlyOpenedClients(t *testing.T) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Errorf("Close closed the caller's client: %v", err)
 	}
+}
+
+// A Save that Redis refuses for lack of memory writes nothing: the script
+// does every read before its first write, and Redis only refuses a script's
+// first write.
+func TestRedisOutOfMemorySaveWritesNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithArgs("--maxmemory", "8mb", "--maxmemory-policy", "noeviction"))
+	if srv.Miniredis() {
+		t.Skip("miniredis has no maxmemory")
+	}
+	r := openRedis(t, srv.URL())
+	ctx := testCtx(t)
+	filler := strings.Repeat("x", 64<<10)
+	for i := 0; ; i++ {
+		err := r.client.Set(ctx, fmt.Sprintf("filler-%d", i), filler, 0).Err()
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "OOM") {
+				t.Fatalf("filling Redis: %v", err)
+			}
+			break
+		}
+		if i > 10000 {
+			t.Fatal("maxmemory is not enforced")
+		}
+	}
+	snaps, ids := benchSnapshots(1)
+	err := r.Save(ctx, "order", 0, &Checkpoint{Offset: 1000}, snaps)
+	if err == nil {
+		t.Fatal("Save succeeded on a full Redis")
+	}
+	noCheckpoint(t, r, "order", 0)
+	if m, err := r.LoadMany(ctx, "order", 0, ids); err != nil || len(m) != 0 {
+		t.Fatalf("a refused Save left %d snapshots (err %v)", len(m), err)
+	}
+
+	srv.FlushAll()
+	mustSave(t, r, "order", 0, &Checkpoint{Offset: 1000}, snaps...)
+	mustCheckpoint(t, r, "order", 0)
 }
