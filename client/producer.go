@@ -46,7 +46,8 @@ func (c *ProducerConfig) Validate() error {
 // stops. It consumes every partition of each results topic in use, with
 // read_committed, from the end offsets listed before the first command of
 // that topic was published, so no result can slip past it however fast the
-// processor answers.
+// processor answers. The partitions of a results topic are listed once: if
+// the topic gains partitions, create a new Producer.
 type Producer struct {
 	log  *slog.Logger
 	prod *kgo.Client // writes commands
@@ -418,13 +419,18 @@ func (p *Producer) readResults() {
 		if p.ctx.Err() != nil || fs.IsClientClosed() {
 			return
 		}
+		failed := false
 		fs.EachError(func(topic string, part int32, err error) {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
+			failed = true
 			p.fetchErr.Store(&err)
 			p.log.Warn("reading results failed; retrying", "topic", topic, "partition", part, "err", err)
 		})
+		if !failed {
+			p.fetchErr.Store(nil)
+		}
 		fs.EachRecord(p.dispatch)
 	}
 }

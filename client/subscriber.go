@@ -61,8 +61,9 @@ type SubscriberConfig struct {
 	// Handler is called with every event (required).
 	Handler Handler
 	// OnError is called with every record that cannot be decoded, from the
-	// partition's goroutine; the record is then skipped (and committed) and
-	// consumption goes on. Nil logs it at warning level.
+	// partition's goroutine (so concurrently for different partitions); the
+	// record is then skipped (and committed) and consumption goes on. Nil
+	// logs it at warning level.
 	OnError func(ctx context.Context, err *RecordError)
 
 	// Group is the consumer group; its members share the partitions and the
@@ -322,6 +323,10 @@ func (r *subscription) poll() {
 			w := r.worker(topicPartition{p.Topic, p.Partition})
 			select {
 			case w.recs <- p.Records:
+			case <-w.done:
+				// Lost meanwhile (lost partitions are not held
+				// back by BlockRebalanceOnPoll); the new owner
+				// reads these records.
 			case <-r.ctx.Done():
 			}
 		})
