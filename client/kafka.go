@@ -21,8 +21,9 @@ type Kafka struct {
 	Brokers []string
 	// Options are extra franz-go options added to every client this package
 	// creates: TLS (kgo.DialTLSConfig), SASL (kgo.SASL), a dialer, logging.
-	// Options that would break a guarantee of this package (partitioning,
-	// acks, isolation level, group and consume settings) are overridden.
+	// Where this package sets an option itself (partitioner, acks,
+	// isolation level, group and consume settings) its setting wins; do
+	// not pass consume or transactional options.
 	Options []kgo.Opt
 }
 
@@ -58,6 +59,7 @@ func (k Kafka) newClient(extra ...kgo.Opt) (*kgo.Client, error) {
 // aggregates.Kind (one type) implement it. It must be safe for concurrent use:
 // a Subscriber calls it from one goroutine per partition.
 type EventDecoder interface {
+	// DecodeEvent decodes one CloudEvents JSON document.
 	DecodeEvent(b []byte) (aggregates.Event, error)
 }
 

@@ -31,12 +31,15 @@ type Handler func(ctx context.Context, e aggregates.Event) error
 // decoded into an Event. It unwraps to the decoder's error (which matches
 // aggregates.ErrMalformed, ErrUnknownEventType or ErrSchemaVersion).
 type RecordError struct {
+	// Topic, Partition and Offset locate the record.
 	Topic     string
 	Partition int32
 	Offset    int64
-	Key       []byte
-	Value     []byte
-	Err       error
+	// Key and Value are the record's bytes, untouched.
+	Key   []byte
+	Value []byte
+	// Err is the decoder's error.
+	Err error
 }
 
 // Error says where the record is and why it was skipped.
@@ -170,8 +173,10 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	return s, nil
 }
 
-// Run reads events until ctx ends, then stops every partition goroutine,
-// commits the offsets of handled events, leaves the group, and returns nil.
+// Run reads events until ctx ends, then stops every partition goroutine
+// (waiting for running handlers, which see their context end), commits the
+// offsets of handled events within ShutdownTimeout, leaves the group, and
+// returns nil.
 // It returns early with an error when a topic is missing, when a handler
 // fails, or when Kafka refuses access. Run may be called once.
 func (s *Subscriber) Run(ctx context.Context) error {
