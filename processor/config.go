@@ -66,6 +66,21 @@ type Config struct {
 	// transaction and leaving the group. Default 10s.
 	ShutdownTimeout time.Duration
 
+	// Snapshots, when set, keeps snapshots and checkpoints so that a
+	// partition restore replays only the events since its last checkpoint,
+	// and lets the cache below evict aggregates. Nil replays everything and
+	// keeps every aggregate in memory.
+	Snapshots SnapshotStore
+	// CheckpointEvents and CheckpointInterval: a partition is checkpointed
+	// after this many new events or this long, whichever comes first, and
+	// on revoke and shutdown. Defaults 10000 and 30s.
+	CheckpointEvents   int
+	CheckpointInterval time.Duration
+	// CacheSize bounds how many aggregates each partition keeps in memory
+	// when Snapshots is set; the least recently used are evicted after
+	// their changes are saved. 0 means the default, 100000.
+	CacheSize int
+
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock stamping events; nil uses time.Now.
@@ -112,6 +127,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.CheckpointEvents == 0 {
+		c.CheckpointEvents = 10000
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 30 * time.Second
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 100000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -160,6 +184,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency))
+	}
+	if c.CacheSize < 1 {
+		errs = append(errs, fmt.Errorf("cache size %d: must be at least 1", c.CacheSize))
+	}
+	if c.CheckpointEvents < 1 {
+		errs = append(errs, fmt.Errorf("checkpoint events %d: must be at least 1", c.CheckpointEvents))
 	}
 	return errors.Join(errs...)
 }

@@ -53,7 +53,11 @@ func checkExactlyOnce(t *testing.T, c *kfake.Cluster, kind *aggregates.Definitio
 			t.Errorf("command %s: %+v", id, r)
 		}
 	}
-	events := eventsByAggregate(t, c, kind, names.Events, 6)
+	td, err := newAdmin(t, c).ListTopics(context.Background(), names.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := eventsByAggregate(t, c, kind, names.Events, int32(len(td[names.Events].Partitions)))
 	for id, total := range s.want {
 		a := kind.New(id)
 		if err := a.Load(events[id]); err != nil {

@@ -40,9 +40,18 @@ type (
 
 func counterKind() *aggregates.Definition[counterState] { return counterKindHooked(nil) }
 
+// counterKindSchema is counterKind with another state schema version.
+func counterKindSchema(v int) *aggregates.Definition[counterState] {
+	return counterKindWith(nil, aggregates.StateSchema[counterState](v))
+}
+
 // counterKindHooked calls hook(aggregate) inside the Add handler.
 func counterKindHooked(hook func(agg string)) *aggregates.Definition[counterState] {
-	return aggregates.MustDefine("counter",
+	return counterKindWith(hook)
+}
+
+func counterKindWith(hook func(agg string), extra ...aggregates.Option[counterState]) *aggregates.Definition[counterState] {
+	return aggregates.MustDefine("counter", append([]aggregates.Option[counterState]{
 		aggregates.When("Created", func(s *counterState, _ counterCreated) { s.Exists = true }),
 		aggregates.When("Added", func(s *counterState, e counterAdded) { s.Value += e.N }),
 		aggregates.Handle("Create", func(s counterState, _ createCounter) ([]any, error) {
@@ -70,7 +79,7 @@ func counterKindHooked(hook func(agg string)) *aggregates.Definition[counterStat
 			}
 			return nil
 		}),
-	)
+	}, extra...)...)
 }
 
 // startCluster starts a kfake broker on a free 127.0.0.1 port.

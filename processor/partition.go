@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/snapshots"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -30,7 +31,7 @@ const (
 
 // partition is one assigned commands partition and the aggregates it owns.
 // Only one goroutine uses it at a time: its restore, then one worker per
-// batch.
+// batch, then the main loop between transactions.
 type partition struct {
 	b        *binding
 	id       int32
@@ -38,13 +39,36 @@ type partition struct {
 	done     chan struct{} // closed when the partition is revoked or reset
 	once     sync.Once
 
-	aggs  map[string]aggregates.Aggregate
-	dirty map[string]aggregates.Aggregate // changed in the open transaction
+	cache *cache
+	// dirty are the aggregates changed in the open transaction (their state
+	// records are produced once per batch); events are the event records
+	// produced in it, whose offsets are known once it commits.
+	dirty  map[string]aggregates.Aggregate
+	events []producedEvent
+
+	// Snapshot bookkeeping, used when Config.Snapshots is set.
+	complete      bool                // every aggregate is in memory: a miss is a new aggregate
+	changed       map[string]struct{} // committed changes not yet in a snapshot
+	eventsSinceCP int
+	lastCP        time.Time
+	nextOffset    int64       // events offset after the last committed event
+	cpExpected    atomic.Bool // the store should hold a checkpoint of ours
+	storeLost     atomic.Bool // the store lost it: restore with a full replay
+	forceFull     bool        // the next restore must replay everything
+	verifyCP      bool        // a "no snapshot" answer was trusted in the open transaction
+	mu            sync.Mutex  // guards unsaved
+	unsaved       map[string]*entry
+}
+
+type producedEvent struct {
+	id  string
+	rec *kgo.Record
 }
 
 func newPartition(b *binding, id int32) *partition {
-	return &partition{b: b, id: id, done: make(chan struct{}),
-		aggs: map[string]aggregates.Aggregate{}, dirty: map[string]aggregates.Aggregate{}}
+	return &partition{b: b, id: id, done: make(chan struct{}), cache: newCache(),
+		dirty: map[string]aggregates.Aggregate{}, changed: map[string]struct{}{},
+		unsaved: map[string]*entry{}, lastCP: time.Now()}
 }
 
 func (pt *partition) isRestored() bool { return pt.restored.Load() }
@@ -61,13 +85,247 @@ func (pt *partition) isClosed() bool {
 }
 
 // committed is called after the transaction that touched the partition
-// committed.
-func (pt *partition) committed() { clear(pt.dirty) }
+// committed: the produced events now have offsets.
+func (pt *partition) committed() {
+	for _, pe := range pt.events {
+		if e := pt.lookup(pe.id); e != nil && pe.rec.Offset > e.offset {
+			e.offset = pe.rec.Offset
+		}
+		pt.nextOffset = max(pt.nextOffset, pe.rec.Offset+1)
+		pt.changed[pe.id] = struct{}{}
+		pt.eventsSinceCP++
+	}
+	clear(pt.events)
+	pt.events = pt.events[:0]
+	clear(pt.dirty)
+}
+
+// lookup finds a cached or evicted-but-unsaved aggregate without loading.
+func (pt *partition) lookup(id string) *entry {
+	if e := pt.cache.entries[id]; e != nil {
+		return e
+	}
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return pt.unsaved[id]
+}
+
+// saved is called by the writer once snaps are stored: evicted aggregates
+// whose snapshot is now in the store can be forgotten.
+func (pt *partition) saved(snaps []snapshots.Snapshot) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	for _, s := range snaps {
+		if e := pt.unsaved[s.AggregateID]; e != nil && e.agg.Version() <= s.Version {
+			delete(pt.unsaved, s.AggregateID)
+		}
+	}
+}
+
+// prefetch loads, with one LoadMany, the aggregates the records address
+// that are neither cached nor waiting to be written. An aggregate the store
+// has no snapshot of is new, provided the store still holds the partition's
+// checkpoint when the transaction ends (verifyCheckpoint).
+func (pt *partition) prefetch(ctx context.Context, p *Processor, recs []*kgo.Record) error {
+	if p.cfg.Snapshots == nil || pt.complete {
+		return nil
+	}
+	var missing []string
+	seen := map[string]bool{}
+	for _, r := range recs {
+		id := string(r.Key)
+		if id == "" || seen[id] || pt.lookup(id) != nil {
+			continue
+		}
+		seen[id] = true
+		missing = append(missing, id)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	p.stats.snapshotLoads.Add(int64(len(missing)))
+	snaps, err := p.cfg.Snapshots.LoadMany(ctx, pt.b.kind.Name(), pt.id, missing)
+	if err != nil {
+		if errors.Is(err, snapshots.ErrCorrupt) {
+			return fmt.Errorf("%w: %w", errUntrusted, err)
+		}
+		return err
+	}
+	for _, id := range missing {
+		s, ok := snaps[id]
+		if !ok {
+			pt.cache.put(pt.b.kind.NewAggregate(id), -1)
+			pt.verifyCP = true
+			continue
+		}
+		a, err := p.fromSnapshot(pt, s)
+		if err != nil {
+			return err
+		}
+		pt.cache.put(a, s.Offset)
+	}
+	return nil
+}
+
+// verifyCheckpoint is called before the transaction commits: if aggregates
+// were taken as new because the store had no snapshot of them, the store
+// must still hold the checkpoint promising it would have one. Otherwise it
+// was flushed, and the partition is restored from Kafka.
+func (pt *partition) verifyCheckpoint(ctx context.Context, p *Processor) error {
+	if !pt.verifyCP || !pt.cpExpected.Load() {
+		pt.verifyCP = false
+		return nil
+	}
+	pt.verifyCP = false
+	_, ok, err := p.cfg.Snapshots.Checkpoint(ctx, pt.b.kind.Name(), pt.id)
+	if err != nil {
+		return fmt.Errorf("reading checkpoint: %w", err)
+	}
+	if !ok {
+		pt.forceFull = true
+		return fmt.Errorf("%w: the checkpoint of partition %d vanished (store flushed?)", errUntrusted, pt.id)
+	}
+	return nil
+}
+
+// aggregate returns the aggregate id, from the cache, from the evicted ones
+// still being written, from the snapshot store, or new.
+func (pt *partition) aggregate(ctx context.Context, p *Processor, id string) (*entry, error) {
+	if e := pt.cache.get(id); e != nil {
+		return e, nil
+	}
+	pt.mu.Lock()
+	e := pt.unsaved[id]
+	delete(pt.unsaved, id)
+	pt.mu.Unlock()
+	if e != nil {
+		return pt.cache.put(e.agg, e.offset), nil
+	}
+	store := p.cfg.Snapshots
+	if store == nil || pt.complete {
+		return pt.cache.put(pt.b.kind.NewAggregate(id), -1), nil
+	}
+	p.stats.snapshotLoads.Add(1)
+	s, ok, err := store.Load(ctx, pt.b.kind.Name(), pt.id, id)
+	if err != nil {
+		if errors.Is(err, snapshots.ErrCorrupt) {
+			return nil, fmt.Errorf("%w: %w", errUntrusted, err)
+		}
+		return nil, fmt.Errorf("loading snapshot of %q: %w", id, err)
+	}
+	if !ok {
+		pt.verifyCP = true // see verifyCheckpoint
+		return pt.cache.put(pt.b.kind.NewAggregate(id), -1), nil
+	}
+	a, err := p.fromSnapshot(pt, s)
+	if err != nil {
+		return nil, err
+	}
+	return pt.cache.put(a, s.Offset), nil
+}
+
+// fromSnapshot decodes a stored snapshot, refusing one of another schema.
+func (p *Processor) fromSnapshot(pt *partition, s snapshots.Snapshot) (aggregates.Aggregate, error) {
+	if s.Stamp != pt.b.kind.StateStamp() {
+		return nil, fmt.Errorf("%w: snapshot of %q has stamp %q, the running code writes %q", errUntrusted, s.AggregateID, s.Stamp, pt.b.kind.StateStamp())
+	}
+	a := pt.b.kind.NewAggregate(s.AggregateID)
+	if err := a.UnmarshalSnapshot(s.Data); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUntrusted, err)
+	}
+	return a, nil
+}
+
+// snapshotOf encodes a cached aggregate for the store.
+func (pt *partition) snapshotOf(e *entry) (snapshots.Snapshot, error) {
+	data, err := e.agg.MarshalSnapshot()
+	if err != nil {
+		return snapshots.Snapshot{}, err
+	}
+	return snapshots.Snapshot{AggregateID: e.agg.ID(), Version: e.agg.Version(), Offset: e.offset,
+		Stamp: pt.b.kind.StateStamp(), Data: data}, nil
+}
+
+// evict shrinks the cache to size, handing aggregates with unsaved changes
+// to the writer first (they stay readable until written).
+func (pt *partition) evict(p *Processor, size int) {
+	if p.cfg.Snapshots == nil || size <= 0 {
+		return
+	}
+	var snaps []snapshots.Snapshot
+	for pt.cache.len() > size {
+		e := pt.cache.oldest()
+		id := e.agg.ID()
+		if _, busy := pt.dirty[id]; busy {
+			break // changed in the open transaction: not committed yet
+		}
+		if _, ok := pt.changed[id]; ok {
+			s, err := pt.snapshotOf(e)
+			if err != nil {
+				p.log.Error("encoding snapshot failed; keeping the aggregate in memory", "aggregate", id, "err", err)
+				pt.cache.get(id)
+				break
+			}
+			snaps = append(snaps, s)
+			pt.mu.Lock()
+			pt.unsaved[id] = e
+			pt.mu.Unlock()
+			delete(pt.changed, id)
+		}
+		pt.cache.remove(id)
+		pt.complete = false
+		p.stats.evictions.Add(1)
+	}
+	if len(snaps) > 0 {
+		p.writer.submit(pt, nil, snaps)
+	}
+}
+
+// checkpoint hands the writer the snapshots of every aggregate changed since
+// the last checkpoint and a checkpoint at the end of the committed events.
+// Call it only when no transaction is open on the partition.
+func (pt *partition) checkpoint(p *Processor) {
+	if p.cfg.Snapshots == nil || pt.isClosed() || len(pt.dirty) > 0 {
+		return
+	}
+	snaps := make([]snapshots.Snapshot, 0, len(pt.changed))
+	for id := range pt.changed {
+		e := pt.cache.entries[id]
+		if e == nil {
+			continue // evicted: its snapshot is queued already
+		}
+		s, err := pt.snapshotOf(e)
+		if err != nil {
+			p.log.Error("encoding snapshot failed; no checkpoint this time", "aggregate", id, "err", err)
+			return
+		}
+		snaps = append(snaps, s)
+	}
+	cp := &snapshots.Checkpoint{Offset: pt.nextOffset, Stamp: pt.b.kind.StateStamp(), Time: time.Now()}
+	p.writer.submit(pt, cp, snaps)
+	clear(pt.changed)
+	pt.eventsSinceCP = 0
+	pt.lastCP = time.Now()
+}
+
+// checkpointDue reports whether the checkpoint policy asks for one now.
+func (pt *partition) checkpointDue(p *Processor) bool {
+	return pt.eventsSinceCP >= p.cfg.CheckpointEvents ||
+		(len(pt.changed) > 0 && time.Since(pt.lastCP) >= p.cfg.CheckpointInterval)
+}
 
 // process handles the records of one poll, in offset order.
 func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, recs []*kgo.Record) {
+	if err := pt.prefetch(ctx, p, recs); err != nil {
+		p.log.Warn("cannot load aggregates from the snapshot store; aborting the transaction", "partition", pt.id, "err", err)
+		if errors.Is(err, errUntrusted) {
+			pt.forceFull = true
+		}
+		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
+		return
+	}
 	for _, r := range recs {
-		pt.handle(p, sess, r)
+		pt.handle(ctx, p, sess, r)
 	}
 	// One state record per aggregate changed in this batch.
 	for id, a := range pt.dirty {
@@ -85,7 +343,7 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 }
 
 // handle decides one command record.
-func (pt *partition) handle(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record) {
+func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record) {
 	p.stats.commands.Add(1)
 	if len(r.Value) > p.cfg.MaxCommandBytes {
 		cmd, _ := aggregates.DecodeCommand(r.Value)
@@ -108,11 +366,19 @@ func (pt *partition) handle(p *Processor, sess *kgo.GroupTransactSession, r *kgo
 		p.produce(sess, fwd)
 		return
 	}
-	a := pt.aggs[cmd.AggregateID]
-	if a == nil {
-		a = pt.b.kind.NewAggregate(cmd.AggregateID)
-		pt.aggs[cmd.AggregateID] = a
+	ent, err := pt.aggregate(ctx, p, cmd.AggregateID)
+	if err != nil {
+		// Without the aggregate's state the command cannot be decided: the
+		// transaction aborts and the partition is restored, from Kafka
+		// alone if the store cannot be trusted.
+		p.log.Warn("cannot load aggregate; aborting the transaction", "aggregate", cmd.AggregateID, "err", err)
+		if errors.Is(err, errUntrusted) {
+			pt.forceFull = true
+		}
+		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading %q: %w", cmd.AggregateID, err)))
+		return
 	}
+	a := ent.agg
 	events, err := execute(a, &cmd, p.cfg.Now)
 	a.ClearChanges()
 	res := aggregates.ResultFor(&cmd, pt.b.kind.Name(), a.Version(), events, err)
@@ -124,7 +390,9 @@ func (pt *partition) handle(p *Processor, sess *kgo.GroupTransactSession, r *kgo
 			p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding event %s of %q: %w", events[i].Type, cmd.AggregateID, err)))
 			return
 		}
-		p.produce(sess, &kgo.Record{Topic: pt.b.names.Events, Partition: pt.id, Key: topics.EventKey(cmd.AggregateID, events[i].Version), Value: v})
+		rec := &kgo.Record{Topic: pt.b.names.Events, Partition: pt.id, Key: topics.EventKey(cmd.AggregateID, events[i].Version), Value: v}
+		pt.events = append(pt.events, producedEvent{id: cmd.AggregateID, rec: rec})
+		p.produce(sess, rec)
 	}
 	if len(events) > 0 {
 		pt.dirty[cmd.AggregateID] = a
@@ -207,81 +475,221 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-// restore rebuilds the partition's aggregates from its events partition.
+// restore rebuilds the partition's aggregates: from the last checkpoint
+// and the snapshots when a store is configured and can be trusted, else by
+// replaying the whole events partition.
 func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	events := pt.b.names.Events
 	end, err := p.stableEnd(ctx, events, pt.id)
 	if err != nil {
 		return err
 	}
-	aggs := map[string]aggregates.Aggregate{}
-	var replayed int64
-	if end > 0 {
-		cl, err := kgo.NewClient(p.kafkaOpts(
-			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{events: {pt.id: kgo.NewOffset().AtStart()}}),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-			kgo.KeepControlRecords(),
-		)...)
-		if err != nil {
-			return fmt.Errorf("creating restore client: %w", err)
-		}
-		defer cl.Close()
-		last := int64(-1)
-		for last < end-1 {
-			fs := cl.PollFetches(ctx)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var ferr error
-			fs.EachError(func(_ string, _ int32, err error) { ferr = errors.Join(ferr, err) })
-			if ferr != nil {
-				return fmt.Errorf("reading %s/%d: %w", events, pt.id, ferr)
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				if r.Offset >= end {
-					return
-				}
-				last = r.Offset
-				if r.Attrs.IsControl() {
-					return
-				}
-				if p.replay(pt, aggs, r) {
-					replayed++
-				}
-			})
-			if pt.isClosed() {
-				return errors.New("partition revoked during restore")
-			}
+	began := time.Now()
+	var start int64
+	if p.cfg.Snapshots != nil && !pt.forceFull {
+		start = p.checkpointStart(ctx, pt, end)
+	}
+	replayed, err := p.replayRange(ctx, pt, start, end)
+	if start > 0 && errors.Is(err, errUntrusted) {
+		p.log.Warn("snapshots cannot be trusted; falling back to a full replay of the partition", "topic", events, "partition", pt.id, "err", err)
+		p.stats.fallbacks.Add(1)
+		pt.cache, pt.unsaved, pt.changed = newCache(), map[string]*entry{}, map[string]struct{}{}
+		start = 0
+		replayed, err = p.replayRange(ctx, pt, 0, end)
+	}
+	if err != nil {
+		return err
+	}
+	pt.nextOffset = end
+	if start > 0 {
+		pt.cpExpected.Store(true)
+		p.stats.checkpointRestores.Add(1)
+	} else {
+		p.stats.fullReplays.Add(1)
+		if p.cfg.Snapshots != nil && end > 0 {
+			pt.checkpoint(p) // everything replayed is now in the store
 		}
 	}
-	pt.aggs = aggs
 	pt.restored.Store(true)
 	p.stats.restores.Add(1)
 	p.stats.eventsReplayed.Add(replayed)
-	p.log.Info("partition restored", "topic", events, "partition", pt.id, "events", replayed, "aggregates", len(aggs), "end_offset", end)
+	mode := "full replay"
+	if start > 0 {
+		mode = "from checkpoint"
+	}
+	p.log.Info("partition restored", "topic", events, "partition", pt.id, "mode", mode, "from_offset", start, "end_offset", end,
+		"events", replayed, "cached", pt.cache.len(), "took", time.Since(began))
 	return nil
 }
 
-// replay applies one stored event record; it reports whether it applied.
-func (p *Processor) replay(pt *partition, aggs map[string]aggregates.Aggregate, r *kgo.Record) bool {
-	e, err := pt.b.kind.DecodeEvent(r.Value)
+// checkpointStart returns where to replay from: the partition's checkpoint
+// if the store has one it can trust, else 0.
+func (p *Processor) checkpointStart(ctx context.Context, pt *partition, end int64) int64 {
+	cp, ok, err := p.cfg.Snapshots.Checkpoint(ctx, pt.b.kind.Name(), pt.id)
+	log := p.log.With("aggregate_type", pt.b.kind.Name(), "partition", pt.id)
+	switch {
+	case err != nil:
+		log.Warn("snapshot store unavailable; restoring with a full replay", "err", err)
+	case !ok:
+		log.Info("no checkpoint; restoring with a full replay")
+	case cp.Stamp != pt.b.kind.StateStamp():
+		log.Warn("checkpoint written for another state schema; restoring with a full replay", "stamp", cp.Stamp, "want", pt.b.kind.StateStamp())
+	case cp.Offset > end:
+		log.Warn("checkpoint is ahead of the events topic (was it recreated?); restoring with a full replay", "checkpoint", cp.Offset, "end", end)
+	default:
+		return cp.Offset
+	}
+	return 0
+}
+
+// replayRange applies the events at offsets [start, end) of the partition's
+// events topic, read_committed. Aggregates not in memory come from the
+// snapshot store (in batches) unless every aggregate is known to be in
+// memory. A version gap means a snapshot is missing: errUntrusted.
+func (p *Processor) replayRange(ctx context.Context, pt *partition, start, end int64) (int64, error) {
+	pt.complete = start == 0
+	if end <= start {
+		return 0, nil
+	}
+	topic := pt.b.names.Events
+	cl, err := kgo.NewClient(p.kafkaOpts(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {pt.id: kgo.NewOffset().At(start)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
 	if err != nil {
-		p.log.Error("stored event cannot be decoded; skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-		return false
+		return 0, fmt.Errorf("creating restore client: %w", err)
 	}
-	a := aggs[e.Subject]
-	if a == nil {
-		a = pt.b.kind.NewAggregate(e.Subject)
-		aggs[e.Subject] = a
+	defer cl.Close()
+	var replayed int64
+	last := start - 1
+	batch := make([]decodedEvent, 0, 512)
+	for last < end-1 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return replayed, err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = errors.Join(ferr, err) })
+		if ferr != nil {
+			return replayed, fmt.Errorf("reading %s/%d: %w", topic, pt.id, ferr)
+		}
+		batch = batch[:0]
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= end || r.Offset < start {
+				return
+			}
+			last = max(last, r.Offset)
+			if r.Attrs.IsControl() {
+				return
+			}
+			e, err := pt.b.kind.DecodeEvent(r.Value)
+			if err != nil {
+				p.log.Error("stored event cannot be decoded; skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			batch = append(batch, decodedEvent{e: e, offset: r.Offset})
+		})
+		if err := p.loadMissing(ctx, pt, batch); err != nil {
+			return replayed, err
+		}
+		for i := range batch {
+			ok, err := p.replayOne(pt, &batch[i])
+			if err != nil {
+				return replayed, err
+			}
+			if ok {
+				replayed++
+			}
+		}
+		pt.evict(p, p.cfg.CacheSize)
+		if pt.isClosed() {
+			return replayed, errors.New("partition revoked during restore")
+		}
 	}
-	if e.Version <= a.Version() {
-		return false // an older copy of an event already applied
+	return replayed, nil
+}
+
+type decodedEvent struct {
+	e      aggregates.Event
+	offset int64
+}
+
+// loadMissing brings the aggregates of batch that are not in memory in from
+// the store with one LoadMany, or creates them when every aggregate is in
+// memory already.
+func (p *Processor) loadMissing(ctx context.Context, pt *partition, batch []decodedEvent) error {
+	var missing []string
+	seen := map[string]bool{}
+	for i := range batch {
+		id := batch[i].e.Subject
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if e := pt.cache.get(id); e != nil {
+			continue
+		}
+		pt.mu.Lock()
+		e := pt.unsaved[id]
+		delete(pt.unsaved, id)
+		pt.mu.Unlock()
+		if e != nil {
+			pt.cache.put(e.agg, e.offset)
+			continue
+		}
+		if pt.complete || p.cfg.Snapshots == nil {
+			pt.cache.put(pt.b.kind.NewAggregate(id), -1)
+			continue
+		}
+		missing = append(missing, id)
 	}
-	if err := a.Apply(&e); err != nil && !errors.Is(err, aggregates.ErrInvariantViolated) {
-		p.log.Error("stored event does not apply; skipped", "aggregate", e.Subject, "version", e.Version, "offset", r.Offset, "err", err)
-		return false
+	if len(missing) == 0 {
+		return nil
 	}
-	return true
+	p.stats.snapshotLoads.Add(int64(len(missing)))
+	snaps, err := p.cfg.Snapshots.LoadMany(ctx, pt.b.kind.Name(), pt.id, missing)
+	if err != nil {
+		if errors.Is(err, snapshots.ErrCorrupt) {
+			return fmt.Errorf("%w: %w", errUntrusted, err)
+		}
+		return fmt.Errorf("loading %d snapshots: %w", len(missing), err)
+	}
+	for _, id := range missing {
+		s, ok := snaps[id]
+		if !ok {
+			pt.cache.put(pt.b.kind.NewAggregate(id), -1)
+			continue
+		}
+		a, err := p.fromSnapshot(pt, s)
+		if err != nil {
+			return err
+		}
+		pt.cache.put(a, s.Offset)
+	}
+	return nil
+}
+
+// replayOne applies one stored event to its (loaded) aggregate. It reports
+// whether the event was applied; an event the aggregate already contains is
+// skipped.
+func (p *Processor) replayOne(pt *partition, d *decodedEvent) (bool, error) {
+	ent := pt.cache.get(d.e.Subject)
+	a := ent.agg
+	if d.e.Version <= a.Version() {
+		return false, nil // in the snapshot already, or an older copy
+	}
+	if d.e.Version != a.Version()+1 {
+		return false, fmt.Errorf("%w: aggregate %q is at version %d but the next stored event is version %d (offset %d): its snapshot is missing or stale",
+			errUntrusted, d.e.Subject, a.Version(), d.e.Version, d.offset)
+	}
+	if err := a.Apply(&d.e); err != nil && !errors.Is(err, aggregates.ErrInvariantViolated) {
+		p.log.Error("stored event does not apply; skipped", "aggregate", d.e.Subject, "version", d.e.Version, "offset", d.offset, "err", err)
+		return false, nil
+	}
+	ent.offset = d.offset
+	pt.changed[d.e.Subject] = struct{}{}
+	return true, nil
 }
 
 // stableEnd waits until no transaction is open on the partition (its last

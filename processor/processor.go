@@ -60,6 +60,9 @@ type Processor struct {
 	adm        *kadm.Client
 	baseClient *kgo.Client
 
+	// writer saves snapshots and checkpoints; nil without a store.
+	writer *writer
+
 	// txnErr is the first produce error of the open transaction.
 	txnErr atomic.Pointer[error]
 
@@ -181,9 +184,27 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		return fmt.Errorf("creating transact session: %w", err)
 	}
 	p.sess.Store(sess)
+	var writerDone chan struct{}
+	cancelWriter := func() {}
+	if p.cfg.Snapshots != nil {
+		p.writer = newWriter(p)
+		var wctx context.Context
+		wctx, cancelWriter = context.WithCancel(context.Background())
+		writerDone = make(chan struct{})
+		go func() { defer close(writerDone); p.writer.run(wctx) }()
+	}
 	defer func() {
 		cancelRestores()
 		p.restoreWG.Wait()
+		if writerDone != nil {
+			if !p.crashed() {
+				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+				p.writer.drain(ctx)
+				cancel()
+			}
+			cancelWriter()
+			<-writerDone
+		}
 		if !p.crashed() {
 			sess.Close() // leaves the group; revokes everything
 		} else {
@@ -241,6 +262,8 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 			if err := p.endTxn(ctx, sess, &t); err != nil {
 				return err
 			}
+		} else if !t.open {
+			p.settleStores()
 		}
 	}
 }
@@ -259,6 +282,13 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	if p.crashed() {
 		return errors.New("crashed")
 	}
+	if p.cfg.Snapshots != nil && p.txnErr.Load() == nil {
+		for part := range t.touched {
+			if err := part.verifyCheckpoint(ctx, p); err != nil {
+				p.txnErr.CompareAndSwap(nil, ptr(err))
+			}
+		}
+	}
 	try := kgo.TryCommit
 	if perr := p.txnErr.Load(); perr != nil {
 		p.log.Warn("aborting transaction after a produce error", "err", *perr)
@@ -269,17 +299,27 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	cancel()
 	touched := t.touched
 	t.open, t.count, t.touched = false, 0, map[*partition]struct{}{}
+	// Partition bookkeeping below must not race a revoke callback.
+	p.batchMu.Lock()
+	defer p.batchMu.Unlock()
 	if committed && err == nil {
 		p.stats.txnsCommitted.Add(1)
 		for part := range touched {
 			part.committed()
+			if p.cfg.Snapshots != nil && !part.isClosed() {
+				part.evict(p, p.cfg.CacheSize)
+				if part.checkpointDue(p) {
+					part.checkpoint(p)
+				}
+			}
 		}
+		p.settleStoresLocked()
 		return nil
 	}
 	p.stats.txnsAborted.Add(1)
 	p.log.Warn("transaction aborted; restoring the partitions it touched", "partitions", len(touched), "err", err)
 	for part := range touched {
-		p.reset(part)
+		p.reset(part, false)
 	}
 	if err != nil {
 		return fmt.Errorf("ending transaction: %w", err)
@@ -287,15 +327,64 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	return nil
 }
 
-// shutdown ends the open transaction with a commit, bounded by
-// ShutdownTimeout.
-func (p *Processor) shutdown(sess *kgo.GroupTransactSession, t *txn) error {
-	if !t.open {
-		return nil
+// settleStores restores, with a full replay, the partitions whose
+// checkpoint the snapshot store lost, and checkpoints partitions whose
+// interval passed without new commands. Called with no transaction open.
+func (p *Processor) settleStores() {
+	if p.cfg.Snapshots == nil {
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
-	defer cancel()
-	return p.endTxn(ctx, sess, t)
+	p.batchMu.Lock()
+	defer p.batchMu.Unlock()
+	p.settleStoresLocked()
+}
+
+// settleStoresLocked is settleStores with batchMu held.
+func (p *Processor) settleStoresLocked() {
+	if p.cfg.Snapshots == nil {
+		return
+	}
+	p.mu.Lock()
+	parts := make([]*partition, 0, len(p.parts))
+	for _, part := range p.parts {
+		parts = append(parts, part)
+	}
+	p.mu.Unlock()
+	for _, part := range parts {
+		if !part.isRestored() {
+			continue
+		}
+		if part.storeLost.Load() {
+			p.reset(part, true)
+			continue
+		}
+		if part.checkpointDue(p) {
+			part.checkpoint(p)
+		}
+	}
+}
+
+// shutdown ends the open transaction with a commit, bounded by
+// ShutdownTimeout, and checkpoints every partition.
+func (p *Processor) shutdown(sess *kgo.GroupTransactSession, t *txn) error {
+	var err error
+	if t.open {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+		err = p.endTxn(ctx, sess, t)
+		cancel()
+	}
+	if p.cfg.Snapshots != nil && err == nil {
+		p.batchMu.Lock()
+		defer p.batchMu.Unlock()
+		p.mu.Lock()
+		for _, part := range p.parts {
+			if part.isRestored() {
+				part.checkpoint(p)
+			}
+		}
+		p.mu.Unlock()
+	}
+	return err
 }
 
 // processBatch hands each partition's records to a worker, at most
@@ -381,6 +470,9 @@ func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string
 		for _, id := range parts {
 			tp := topicPartition{topic, id}
 			if part := p.parts[tp]; part != nil {
+				if p.cfg.Snapshots != nil && part.isRestored() {
+					part.checkpoint(p) // skipped if the open transaction touched it
+				}
 				part.close()
 				delete(p.parts, tp)
 			}
@@ -389,9 +481,10 @@ func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string
 	p.log.Info("partitions revoked", "partitions", revoked)
 }
 
-// reset discards a partition's state after an aborted transaction and
-// restores it again, fetching paused meanwhile.
-func (p *Processor) reset(part *partition) {
+// reset discards a partition's state after an aborted transaction (or a
+// lost snapshot store) and restores it again, fetching paused meanwhile;
+// full forces a replay of the whole events partition.
+func (p *Processor) reset(part *partition, full bool) {
 	sess := p.sess.Load()
 	if sess == nil {
 		return
@@ -405,6 +498,7 @@ func (p *Processor) reset(part *partition) {
 	}
 	part.close()
 	fresh := newPartition(part.b, part.id)
+	fresh.forceFull = full || part.forceFull
 	p.parts[tp] = fresh
 	cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
 	p.startRestore(cl, fresh)
@@ -462,11 +556,21 @@ type Stats struct {
 	TxnsAborted    int64
 	Restores       int64 // partition restores completed
 	EventsReplayed int64 // events applied during restores
+
+	FullReplays        int64 // restores that replayed the whole events partition
+	CheckpointRestores int64 // restores that started from a checkpoint
+	Fallbacks          int64 // checkpoint restores abandoned for a full replay
+	SnapshotLoads      int64 // aggregates looked up in the snapshot store
+	SnapshotsSaved     int64
+	Checkpoints        int64 // checkpoints written
+	Evictions          int64 // aggregates evicted from the cache
 }
 
 type counters struct {
 	commands, accepted, rejected, duplicates, invalid, forwarded, events atomic.Int64
 	txnsCommitted, txnsAborted, restores, eventsReplayed                 atomic.Int64
+	fullReplays, checkpointRestores, fallbacks, snapshotLoads            atomic.Int64
+	snapshotsSaved, checkpoints, evictions                               atomic.Int64
 }
 
 // Stats returns a copy of the counters.
@@ -477,6 +581,9 @@ func (p *Processor) Stats() Stats {
 		Duplicates: s.duplicates.Load(), Invalid: s.invalid.Load(), Forwarded: s.forwarded.Load(),
 		Events: s.events.Load(), TxnsCommitted: s.txnsCommitted.Load(), TxnsAborted: s.txnsAborted.Load(),
 		Restores: s.restores.Load(), EventsReplayed: s.eventsReplayed.Load(),
+		FullReplays: s.fullReplays.Load(), CheckpointRestores: s.checkpointRestores.Load(), Fallbacks: s.fallbacks.Load(),
+		SnapshotLoads: s.snapshotLoads.Load(), SnapshotsSaved: s.snapshotsSaved.Load(), Checkpoints: s.checkpoints.Load(),
+		Evictions: s.evictions.Load(),
 	}
 }
 
