@@ -1,6 +1,7 @@
 // Package devstack runs Chronicle's whole stack in one process for
-// development: an embedded Kafka-protocol broker (franz-go's kfake) and the
-// processor serving the given aggregate types. Nothing needs installing.
+// development: an embedded Kafka-protocol broker (franz-go's kfake), an
+// embedded Redis (miniredis) for snapshots unless a Redis URL is given, and
+// the processor serving the given aggregate types. Nothing needs installing.
 package devstack
 
 import (
@@ -12,9 +13,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/chronicle-es/chronicle/processor"
+	"github.com/chronicle-es/chronicle/snapshots"
 )
 
 // Config configures the dev stack.
@@ -30,11 +33,14 @@ type Config struct {
 	Partitions int32
 	// Aggregates to serve.
 	Aggregates []processor.Binding
+	// RedisURL is the Redis keeping snapshots; empty starts an embedded
+	// miniredis (in memory: a restart replays from Kafka, which is safe).
+	RedisURL string
 	// Logger for the processor; nil discards.
 	Logger *slog.Logger
 	// Ready, if set, is called once the broker listens and the topics
-	// exist, with the broker addresses.
-	Ready func(brokers []string)
+	// exist, with the broker addresses and the Redis address in use.
+	Ready func(brokers []string, redisAddr string)
 }
 
 // Run starts the broker and the processor and blocks until ctx ends.
@@ -69,7 +75,25 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cluster.Close()
 	brokers := cluster.ListenAddrs()
+	redisURL, redisAddr := cfg.RedisURL, ""
+	if redisURL == "" {
+		mini := miniredis.NewMiniRedis()
+		if err := mini.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("starting the embedded Redis: %w", err)
+		}
+		defer mini.Close()
+		redisAddr = mini.Addr()
+		redisURL = "redis://" + redisAddr
+	} else {
+		redisAddr = "external"
+	}
+	store, err := snapshots.Open(redisURL)
+	if err != nil {
+		return fmt.Errorf("snapshot store: %w", err)
+	}
+	defer store.Close()
 	p, err := processor.New(processor.Config{
+		Snapshots:        store,
 		Brokers:          brokers,
 		Group:            "chronicle-dev",
 		TransactionalID:  "chronicle-dev",
@@ -86,7 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() {
 			select {
 			case <-p.Ready():
-				cfg.Ready(brokers)
+				cfg.Ready(brokers, redisAddr)
 			case <-ctx.Done():
 			}
 		}()

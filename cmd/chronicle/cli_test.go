@@ -176,4 +176,3 @@ func TestDevStartsAndTopicsCheckPasses(t *testing.T) {
 		t.Fatalf("topics of a missing prefix: exit %d\n%s", code, errOut)
 	}
 }
-

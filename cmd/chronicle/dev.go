@@ -17,6 +17,7 @@ func runDev(ctx context.Context, args []string, s streams) int {
 	inMemory := fs.Bool("in-memory", false, "keep nothing on disk")
 	partitions := fs.Int("partitions", 6, "partitions of each topic created")
 	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs to serve")
+	redisURL := fs.String("redis", "", "Redis URL for snapshots (redis://, rediss://); empty embeds an in-memory miniredis")
 	verbose := fs.Bool("verbose", false, "log the processor's progress")
 	if _, code, done := parseFlags(fs, args); done {
 		return code
@@ -32,8 +33,8 @@ func runDev(ctx context.Context, args []string, s streams) int {
 	logger := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level}))
 	cfg := devstack.Config{
 		KafkaAddr: *addr, DataDir: *dataDir, InMemory: *inMemory, Partitions: int32(*partitions),
-		Aggregates: bindings, Logger: logger,
-		Ready: func(brokers []string) {
+		Aggregates: bindings, Logger: logger, RedisURL: *redisURL,
+		Ready: func(brokers []string, redisAddr string) {
 			var prefixes []string
 			for _, b := range bindings {
 				prefixes = append(prefixes, fmt.Sprintf("%s (%s)", b.Prefix, b.Kind.Name()))
@@ -45,7 +46,11 @@ func runDev(ctx context.Context, args []string, s streams) int {
 			fmt.Fprintf(s.out, "chronicle dev is running\n")
 			fmt.Fprintf(s.out, "  kafka:      %s (embedded kfake, data: %s)\n", strings.Join(brokers, ","), store)
 			fmt.Fprintf(s.out, "  aggregates: %s\n", strings.Join(prefixes, ", "))
-			fmt.Fprintf(s.out, "  snapshots:  none (every restore replays the events partition)\n")
+			if *redisURL == "" {
+				fmt.Fprintf(s.out, "  snapshots:  embedded Redis (miniredis) on %s, in memory\n", redisAddr)
+			} else {
+				fmt.Fprintf(s.out, "  snapshots:  %s\n", redactURL(*redisURL))
+			}
 			fmt.Fprintf(s.out, "\nTry, in another terminal:\n")
 			fmt.Fprintf(s.out, "  go run ./cmd/chronicle send --brokers %s --wait orders o-1 CreateOrder '{\"user_id\":\"u-1\"}'\n", brokers[0])
 			fmt.Fprintf(s.out, "  go run ./cmd/chronicle tail --brokers %s orders --from-beginning\n", brokers[0])

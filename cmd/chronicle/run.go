@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/chronicle-es/chronicle/processor"
+	"github.com/chronicle-es/chronicle/snapshots"
 )
 
 func runRun(ctx context.Context, args []string, s streams) int {
@@ -24,6 +27,10 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	sessionTimeout := fs.Duration("session-timeout", 45*time.Second, "consumer group session timeout")
 	txnTimeout := fs.Duration("transaction-timeout", 60*time.Second, "Kafka transaction timeout")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "bound on a graceful shutdown")
+	redisURL := fs.String("redis", "", "Redis URL for snapshots: redis://[user:pass@]host:port/db, rediss:// for TLS, ?cluster=true or several hosts for Cluster, ?sentinel_master=name for Sentinel (empty: no snapshots, restores replay everything)")
+	cacheSize := fs.Int("cache-size", 100000, "aggregates kept in memory per partition (with --redis)")
+	cpEvents := fs.Int("checkpoint-events", 10000, "checkpoint a partition after this many events (with --redis)")
+	cpInterval := fs.Duration("checkpoint-interval", 30*time.Second, "checkpoint a partition after this long (with --redis)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, code, done := parseFlags(fs, args); done {
 		return code
@@ -41,7 +48,20 @@ func runRun(ctx context.Context, args []string, s streams) int {
 		return fail(s, "run", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(s.err, &slog.HandlerOptions{Level: level}))
+	var store processor.SnapshotStore
+	if *redisURL != "" {
+		rs, err := snapshots.Open(*redisURL)
+		if err != nil {
+			return fail(s, "run", err)
+		}
+		defer rs.Close()
+		if err := pingStore(ctx, rs); err != nil {
+			return fail(s, "run", fmt.Errorf("redis %s: %w", redactURL(*redisURL), err))
+		}
+		store = rs
+	}
 	p, err := processor.New(processor.Config{
+		Snapshots: store, CacheSize: *cacheSize, CheckpointEvents: *cpEvents, CheckpointInterval: *cpInterval,
 		Brokers: k.brokerList(), KafkaOptions: opts, Group: *group, TransactionalID: *txnID,
 		Aggregates: bindings, Partitions: int32(*partitions), ReplicationFactor: int16(*replication),
 		CommitEvery: *commitEvery, CommitInterval: *commitInterval, MaxCommandBytes: *maxBytes,
@@ -51,10 +71,31 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	if err != nil {
 		return fail(s, "run", err)
 	}
-	logger.Info("chronicle starting", "brokers", k.brokerList(), "group", *group, "aggregates", *aggs)
+	logger.Info("chronicle starting", "brokers", k.brokerList(), "group", *group, "aggregates", *aggs, "redis", redactURL(*redisURL))
 	if err := p.Run(ctx); err != nil {
 		return fail(s, "run", err)
 	}
 	logger.Info("chronicle stopped")
 	return 0
+}
+
+// pingStore fails fast on wrong Redis credentials or address: one checkpoint
+// read of a partition that does not exist.
+func pingStore(ctx context.Context, rs *snapshots.Redis) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, _, err := rs.Checkpoint(ctx, "chronicle-ping", 0)
+	return err
+}
+
+// redactURL hides the password of a URL for logs and messages.
+func redactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
