@@ -89,10 +89,16 @@ return {written, cp}
 // processors write the same partition during a rebalance hand-over, WATCH
 // would abort and loop, while the script just compares and sets on the
 // server, and because it needs no connection pinned for the transaction. The
-// price is that Redis runs nothing else while the script runs; that is
-// bounded by the size of one Save (about 0.3 ms per 1000 snapshots on the
-// benchmark machine). Scripts replicate as their effects inside MULTI/EXEC,
-// so replicas see each Save whole too.
+// price is that Redis runs nothing else while the script runs: about 3.5 ms
+// per 1000 snapshots of 300 bytes on a 2-core machine (BenchmarkRedis reports
+// it as redis-ns/op), so keep Saves to a few thousand snapshots. Scripts
+// replicate as their effects inside MULTI/EXEC, so replicas see each Save
+// whole too.
+//
+// The versions compared are those in the stored values themselves, not in
+// a separate index: an index would save Redis time, but a lost or stale
+// index would let a zombie writer replace a newer snapshot with an older one
+// under a checkpoint that relies on the newer one.
 //
 // # Timeouts
 //
