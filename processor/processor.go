@@ -118,6 +118,12 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer base.Close()
 	p.baseClient = base
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = base.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to Kafka %v: %w (check the broker addresses and the TLS and SASL settings)", p.cfg.Brokers, err)
+	}
 	p.adm = kadm.NewClient(base)
 	for _, b := range p.bindings {
 		n, err := topics.Ensure(ctx, base, b.names, topics.Spec{Partitions: p.cfg.Partitions, ReplicationFactor: p.cfg.ReplicationFactor})
