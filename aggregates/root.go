@@ -44,8 +44,9 @@ func (r *Root[S]) StateAny() any { return r.state }
 // first: the seeds' uncommitted "changes".
 func (r *Root[S]) Changes() []Event { return r.changes }
 
-// ClearChanges forgets the uncommitted events, once they are stored.
-func (r *Root[S]) ClearChanges() { r.changes = r.changes[:0] }
+// ClearChanges forgets the uncommitted events, once they are stored. It
+// releases their memory too: a cached aggregate holds none.
+func (r *Root[S]) ClearChanges() { r.changes = nil }
 
 // Type returns the aggregate type name.
 func (r *Root[S]) Type() string { return r.def.name }

@@ -10,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/chronicle-es/chronicle/internal/redistest"
+	"github.com/chronicle-es/chronicle/snapshots"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -61,7 +63,23 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		b.ReportMetric(float64(benchCommands*b.N)/elapsed.Seconds(), "cmds/s")
 	})
-	b.Run("chronicle", func(b *testing.B) {
+	b.Run("chronicle", func(b *testing.B) { benchChronicle(b, false) })
+	b.Run("chronicle-with-redis-checkpoints", func(b *testing.B) { benchChronicle(b, true) })
+}
+
+// benchChronicle runs the full processor over the workload, with snapshots
+// and a checkpoint every 1000 events in a real redis-server when withStore.
+func benchChronicle(b *testing.B, withStore bool) {
+	var store *snapshots.Redis
+	if withStore {
+		rs := redistest.Start(b)
+		var err error
+		if store, err = snapshots.Open(rs.URL()); err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+	}
+	{
 		var elapsed time.Duration
 		for i := 0; i < b.N; i++ {
 			c := startCluster(b)
@@ -73,6 +91,9 @@ func BenchmarkThroughput(b *testing.B) {
 			adm := newAdmin(b, c)
 			cfg := testConfig(b, c, fmt.Sprintf("bench-%d", i), Binding{Kind: kind, Prefix: "counters"})
 			cfg.CommitEvery, cfg.CommitInterval = 1000, 100*time.Millisecond
+			if withStore {
+				cfg.Snapshots, cfg.CheckpointEvents = store, 1000
+			}
 			start := time.Now()
 			r := startProcessor(b, cfg)
 			waitCount(b, adm, names.Results, func() int64 { return r.p.Stats().Restores }, 6)
@@ -87,7 +108,7 @@ func BenchmarkThroughput(b *testing.B) {
 			c.Close()
 		}
 		b.ReportMetric(float64(benchCommands*b.N)/elapsed.Seconds(), "cmds/s")
-	})
+	}
 }
 
 // bareLoop is the baseline: a GroupTransactSession that copies every input
