@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -179,23 +180,64 @@ type eventWire struct {
 	Data            json.RawMessage `json:"data"`
 }
 
-// Encode returns the event's CloudEvents JSON document.
+// Encode returns the event's CloudEvents JSON document. The envelope is
+// written by hand (it is on the hot path of every command); only the payload
+// goes through encoding/json. The output is what json.Marshal of the wire
+// struct would produce.
 func (e *Event) Encode() ([]byte, error) {
 	data, err := json.Marshal(e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("encoding data of event %s: %w", e.Type, err)
 	}
-	v := e.Version
 	sv := e.SchemaVersion
 	if sv == 0 {
 		sv = 1
 	}
-	return json.Marshal(eventWire{
-		SpecVersion: SpecVersion, ID: e.ID.String(), Type: e.Type, Source: e.Source,
-		Subject: e.Subject, Time: e.Time.UTC(), DataContentType: "application/json",
-		AggregateType: e.AggregateType, Version: &v, SchemaVersion: sv,
-		CausationID: e.CausationID, CorrelationID: e.CorrelationID, Actor: e.Actor, Data: data,
-	})
+	b := make([]byte, 0, 320+len(data)+len(e.Subject)+len(e.Actor)+len(e.CorrelationID))
+	b = append(b, `{"specversion":"1.0","id":"`...)
+	var id [ulid.EncodedSize]byte
+	_ = e.ID.MarshalTextTo(id[:]) // cannot fail: the buffer has the right size
+	b = append(b, id[:]...)
+	b = append(b, `","type":`...)
+	b = appendJSONString(b, e.Type)
+	b = append(b, `,"source":`...)
+	b = appendJSONString(b, e.Source)
+	b = append(b, `,"subject":`...)
+	b = appendJSONString(b, e.Subject)
+	b = append(b, `,"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","datacontenttype":"application/json","aggregatetype":`...)
+	b = appendJSONString(b, e.AggregateType)
+	b = append(b, `,"aggregateversion":`...)
+	b = strconv.AppendInt(b, e.Version, 10)
+	b = append(b, `,"schemaversion":`...)
+	b = strconv.AppendInt(b, int64(sv), 10)
+	for _, f := range [...]struct{ name, v string }{{"causationid", e.CausationID}, {"correlationid", e.CorrelationID}, {"actor", e.Actor}} {
+		if f.v != "" {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":`...)
+			b = appendJSONString(b, f.v)
+		}
+	}
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string. Plain printable ASCII is
+// copied; anything else takes encoding/json's path, so escaping (control
+// characters, invalid UTF-8, HTML characters) is exactly json.Marshal's.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // decodeEventEnvelope reads the envelope and leaves the payload raw.

@@ -1,0 +1,52 @@
+package aggregates
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// encodeReflect is the reference: json.Marshal of the wire struct.
+func encodeReflect(t *testing.T, e *Event) []byte {
+	t.Helper()
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, sv := e.Version, e.SchemaVersion
+	if sv == 0 {
+		sv = 1
+	}
+	b, err := json.Marshal(eventWire{
+		SpecVersion: SpecVersion, ID: e.ID.String(), Type: e.Type, Source: e.Source,
+		Subject: e.Subject, Time: e.Time.UTC(), DataContentType: "application/json",
+		AggregateType: e.AggregateType, Version: &v, SchemaVersion: sv,
+		CausationID: e.CausationID, CorrelationID: e.CorrelationID, Actor: e.Actor, Data: data,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestEncodeWritesWhatJSONMarshalWould(t *testing.T) {
+	id, _ := NewID(time.Unix(1700000000, 0))
+	cases := []Event{
+		{ID: id, Type: "order.LineAdded", Source: "/chronicle/order", Subject: "o-42", Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC),
+			AggregateType: "order", Version: 3, SchemaVersion: 2, CausationID: "01ABC", CorrelationID: "corr", Actor: "u-1", Data: map[string]int{"q": 1}},
+		{ID: id, Type: "order.OrderCreated", Subject: `quote " back \ slash`, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600)), Data: nil},
+		{ID: id, Type: "t", Subject: "ünïcödé <html> & \u2028 \x01 \xff", Actor: "tab\there", Data: []string{"a"}},
+	}
+	for i := range cases {
+		got, err := cases[i].Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := encodeReflect(t, &cases[i]); string(got) != string(want) {
+			t.Errorf("case %d:\n got %s\nwant %s", i, got, want)
+		}
+		if !json.Valid(got) {
+			t.Errorf("case %d: invalid JSON %s", i, got)
+		}
+	}
+}
