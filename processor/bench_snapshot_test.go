@@ -19,11 +19,12 @@ import (
 
 // fillEvents writes n counter events (aggs aggregates, round robin) straight
 // to partition 0 of the events topic, as the processor would have, and
-// returns the aggregates as of the first upTo events.
+// returns copies of the aggregates as they were after the first upTo events.
 func fillEvents(b *testing.B, c *kfake.Cluster, kind *aggregates.Definition[counterState], topic string, aggs, n, upTo int) map[string]*aggregates.Root[counterState] {
 	b.Helper()
 	cl := newProducer(b, c, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.MaxBufferedRecords(100_000))
 	roots := map[string]*aggregates.Root[counterState]{}
+	var frozen map[string]*aggregates.Root[counterState]
 	ctx := context.Background()
 	now := time.Now()
 	var firstErr error
@@ -45,12 +46,8 @@ func fillEvents(b *testing.B, c *kfake.Cluster, kind *aggregates.Definition[coun
 		if err != nil {
 			b.Fatal(err)
 		}
-		if i < upTo {
-			if err := r.Apply(&ev); err != nil {
-				b.Fatal(err)
-			}
-		} else {
-			_ = r.Apply(&ev) // keep versions counting; the snapshot map is cut below
+		if err := r.Apply(&ev); err != nil {
+			b.Fatal(err)
 		}
 		cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: 0, Key: topics.EventKey(id, ev.Version), Value: v}, func(_ *kgo.Record, err error) {
 			if err != nil && firstErr == nil {
@@ -59,7 +56,7 @@ func fillEvents(b *testing.B, c *kfake.Cluster, kind *aggregates.Definition[coun
 		})
 		if i == upTo-1 {
 			// Freeze the states as of upTo events: copy through snapshots.
-			frozen := map[string]*aggregates.Root[counterState]{}
+			frozen = map[string]*aggregates.Root[counterState]{}
 			for id, r := range roots {
 				data, _ := r.MarshalSnapshot()
 				f := kind.New(id)
@@ -68,13 +65,12 @@ func fillEvents(b *testing.B, c *kfake.Cluster, kind *aggregates.Definition[coun
 				}
 				frozen[id] = f
 			}
-			defer func() { roots = frozen }()
 		}
 	}
 	if err := cl.Flush(ctx); err != nil || firstErr != nil {
 		b.Fatal(err, firstErr)
 	}
-	return roots
+	return frozen
 }
 
 func ulidAt(t time.Time) (id [16]byte) {
