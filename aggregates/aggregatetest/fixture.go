@@ -33,6 +33,7 @@ type Fixture[S any] struct {
 	events  []aggregates.Event
 	err     error
 	whenRan bool
+	before  int // len(root.Changes()) before the last When
 }
 
 // New starts a scenario on a new aggregate of def.
@@ -84,6 +85,7 @@ func (f *Fixture[S]) When(payload any) *Fixture[S] {
 func (f *Fixture[S]) WhenCommand(cmd aggregates.Command) *Fixture[S] {
 	f.t.Helper()
 	f.cmd = &cmd
+	f.before = len(f.root.Changes())
 	f.events, f.err = f.root.Execute(&cmd, f.now)
 	f.whenRan = true
 	return f
@@ -135,8 +137,8 @@ func (f *Fixture[S]) ThenError(target error) *Fixture[S] {
 	if !errors.Is(f.err, target) {
 		f.t.Fatalf("ThenError: %s failed with %v; want %v", f.cmd.Type, f.err, target)
 	}
-	if len(f.events) != 0 || len(f.root.Changes()) != 0 {
-		f.t.Fatalf("ThenError: failed command left %d events", len(f.root.Changes()))
+	if n := len(f.root.Changes()) - f.before; len(f.events) != 0 || n != 0 {
+		f.t.Fatalf("ThenError: failed command left %d events", n)
 	}
 	return f
 }
