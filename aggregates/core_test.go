@@ -188,7 +188,7 @@ func TestDecodeCommandReportsEveryProblem(t *testing.T) {
 	id := ulid.Make().String()
 	for _, tc := range []struct {
 		name, doc, want string
-		idRead        bool
+		idRead          bool
 	}{
 		{"not JSON", `{"id":`, "decoding command", false},
 		{"missing id", `{"type":"t.A","aggregate_id":"a"}`, `"id" is missing`, false},

@@ -18,7 +18,9 @@ var (
 	line614 = order.LineAdded{ProductID: 614, Quantity: 3, UnitPrice: 500}
 )
 
-func status(from, to order.Status) order.StatusChanged { return order.StatusChanged{From: from, To: to} }
+func status(from, to order.Status) order.StatusChanged {
+	return order.StatusChanged{From: from, To: to}
+}
 
 func TestCreateOrder(t *testing.T) {
 	fixture(t).When(order.CreateOrder{UserID: "u-1"}).Then(created).
