@@ -28,7 +28,9 @@ type (
 		VoterID    string `json:"voter_id"`
 	}
 	// RateCandidate rates a candidate of a competition from 1 to 5. Rating
-	// the same candidate again replaces the earlier rating.
+	// the same candidate of the same competition again replaces the earlier
+	// rating (the voter changed their mind; the history keeps both), so a
+	// ballot holds at most one rating per candidate and competition.
 	RateCandidate struct {
 		CompetitionID string `json:"competition_id"`
 		CandidateID   string `json:"candidate_id"`
@@ -133,18 +135,34 @@ func Definition() *aggregates.Definition[State] {
 			}
 			return []any{BallotCast{}}, nil
 		}),
-		aggregates.Invariant(func(s *State) error {
-			for _, r := range s.Ratings {
-				if r.Rating < 1 || r.Rating > 5 {
-					return fmt.Errorf("candidate %s of %s rated %d", r.CandidateID, r.CompetitionID, r.Rating)
-				}
-			}
-			if s.Cast && len(s.Ratings) == 0 {
-				return errors.New("a cast ballot has no ratings")
-			}
-			return nil
-		}),
+		aggregates.Invariant(valid),
 	)
+}
+
+// valid is the ballot's invariant, checked after every event. Apply replaces
+// a candidate's earlier rating, so ratings are unique without checking.
+func valid(s *State) error {
+	if !s.Exists() {
+		if s.VoterID != "" || len(s.Ratings) != 0 || s.Cast {
+			return errors.New("a ballot that was never created has a voter, ratings or was cast")
+		}
+		return nil
+	}
+	if s.VoterID == "" {
+		return errors.New("the ballot has no voter")
+	}
+	for _, r := range s.Ratings {
+		if r.Rating < 1 || r.Rating > 5 {
+			return fmt.Errorf("candidate %s of %s rated %d", r.CandidateID, r.CompetitionID, r.Rating)
+		}
+		if r.CompetitionID == "" || r.CandidateID == "" {
+			return errors.New("a rating lacks its competition or candidate")
+		}
+	}
+	if s.Cast && len(s.Ratings) == 0 {
+		return errors.New("a cast ballot has no ratings")
+	}
+	return nil
 }
 
 func open(s *State) error {

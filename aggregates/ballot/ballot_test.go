@@ -1,6 +1,7 @@
 package ballot_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/chronicle-es/chronicle/aggregates"
@@ -63,6 +64,48 @@ func TestCastBallot(t *testing.T) {
 	fixture(t).Given(created).When(ballot.CastBallot{}).ThenRejected(ballot.CodeEmpty)
 	fixture(t).Given(created, rated, ballot.BallotCast{}).When(ballot.CastBallot{}).ThenRejected(ballot.CodeAlreadyCast)
 	fixture(t).When(ballot.CastBallot{}).ThenRejected(ballot.CodeNotFound)
+}
+
+func TestBallotIgnoresDuplicateCommands(t *testing.T) {
+	f := fixture(t).Given(created)
+	cmd := f.Command(ballot.RateCandidate{CompetitionID: "c", CandidateID: "x", Rating: 5})
+	f.WhenCommand(cmd).Then(ballot.BallotCandidateRated{CompetitionID: "c", CandidateID: "x", Rating: 5})
+	cmd.Data = []byte(`{"competition_id":"c","candidate_id":"x","rating":1}`) // same id, other payload
+	f.WhenCommand(cmd).ThenError(aggregates.ErrDuplicateCommand).
+		ThenState(func(t testing.TB, s ballot.State) {
+			if len(s.Ratings) != 1 || s.Ratings[0].Rating != 5 {
+				t.Fatalf("duplicate changed the ratings: %+v", s.Ratings)
+			}
+		})
+}
+
+func TestBallotInvariantCatchesInconsistentHistories(t *testing.T) {
+	def := ballot.Definition()
+	for _, tc := range []struct {
+		name   string
+		events []any
+	}{
+		{"a rating out of range", []any{created, ballot.BallotCandidateRated{CompetitionID: "c", CandidateID: "x", Rating: 9}}},
+		{"a rating without a candidate", []any{created, ballot.BallotCandidateRated{CompetitionID: "c", Rating: 3}}},
+		{"a cast without ratings", []any{created, ballot.BallotCast{}}},
+		{"a rating before the ballot exists", []any{rated}},
+		{"a ballot without a voter", []any{ballot.BallotCreated{ElectionID: "e-1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := def.New(aggregatetest.AggregateID)
+			var err error
+			for i, p := range tc.events {
+				name, _ := def.EventType(p)
+				err = r.Apply(&aggregates.Event{Type: name, Subject: aggregatetest.AggregateID, Version: int64(i), Data: p})
+				if i < len(tc.events)-1 && err != nil {
+					t.Fatalf("event %d: %v", i, err)
+				}
+			}
+			if !errors.Is(err, aggregates.ErrInvariantViolated) {
+				t.Fatalf("last event: %v, want ErrInvariantViolated", err)
+			}
+		})
+	}
 }
 
 func TestBallotRejectsConcurrentWriters(t *testing.T) {

@@ -34,6 +34,7 @@ const (
 	CodeInvalidUser       = "invalid_user"
 	CodeInvalidQuantity   = "invalid_quantity"
 	CodeInvalidPrice      = "invalid_price"
+	CodePriceMismatch     = "price_mismatch"
 	CodeInvalidProduct    = "invalid_product"
 	CodeNotNew            = "not_new"
 	CodeLineNotFound      = "line_not_found"
@@ -41,6 +42,19 @@ const (
 	CodeInvalidTransition = "invalid_transition"
 	CodeNoLines           = "no_lines"
 	CodeTooLarge          = "amount_too_large"
+	CodeTooManyLines      = "too_many_lines"
+)
+
+// Limits of one order.
+const (
+	// MaxAmount bounds every quantity, line amount and total, so that no sum
+	// of them can overflow int64. At 2.3e18 minor units it is far above any
+	// real order.
+	MaxAmount = math.MaxInt64 / 4
+	// MaxLines is the most products one order holds. It keeps the per-event
+	// work (finding a line, checking the invariant) and the memory of a
+	// cached order bounded.
+	MaxLines = 1000
 )
 
 // Commands.
@@ -50,8 +64,10 @@ type (
 		UserID string `json:"user_id"`
 	}
 	// AddLine adds quantity of a product at a unit price (minor units).
-	// Adding a product already on the order adds to its quantity; the unit
-	// price must then be the same.
+	// Adding a product already on the order merges into its line: the
+	// quantities add up, and the unit price must be the line's (otherwise
+	// the command is rejected with CodePriceMismatch; remove the line first
+	// to change the price). An order therefore has one line per product.
 	AddLine struct {
 		ProductID int64 `json:"product_id"`
 		Quantity  int64 `json:"quantity"`
@@ -128,16 +144,31 @@ func (s *State) line(product int64) int {
 	return -1
 }
 
-// transitions lists where each status may go.
-var transitions = map[Status][]Status{
-	StatusNew:       {StatusConfirmed, StatusCancelled},
-	StatusConfirmed: {StatusPaid, StatusCancelled},
-	StatusPaid:      {StatusShipped, StatusCancelled},
+// Known reports whether s is one of the five statuses.
+func (s Status) Known() bool {
+	switch s {
+	case StatusNew, StatusConfirmed, StatusPaid, StatusShipped, StatusCancelled:
+		return true
+	}
+	return false
 }
 
-// maxAmount bounds a line's amount and the total so that sums cannot
-// overflow int64.
-const maxAmount = math.MaxInt64 / 4
+// CanBecome reports whether an order of status s may move to next: one step
+// along new → confirmed → paid → shipped, or to cancelled from any status
+// before shipped.
+func (s Status) CanBecome(next Status) bool {
+	switch next {
+	case StatusConfirmed:
+		return s == StatusNew
+	case StatusPaid:
+		return s == StatusConfirmed
+	case StatusShipped:
+		return s == StatusPaid
+	case StatusCancelled:
+		return s == StatusNew || s == StatusConfirmed || s == StatusPaid
+	}
+	return false
+}
 
 // Definition returns the order aggregate type, named "order".
 func Definition() *aggregates.Definition[State] {
@@ -200,17 +231,20 @@ func addLine(s State, c AddLine) ([]any, error) {
 	case c.UnitPrice < 0:
 		return nil, aggregates.Reject(CodeInvalidPrice, "unit_price must not be negative, got %d", c.UnitPrice)
 	}
-	qty := c.Quantity
+	var have int64 // quantity already on the order
 	if i := s.line(c.ProductID); i >= 0 {
 		if s.Lines[i].UnitPrice != c.UnitPrice {
-			return nil, aggregates.Reject(CodeInvalidPrice, "product %d is on the order at unit price %d, not %d: remove the line first", c.ProductID, s.Lines[i].UnitPrice, c.UnitPrice)
+			return nil, aggregates.Reject(CodePriceMismatch, "product %d is on the order at unit price %d, not %d: remove the line first to change its price", c.ProductID, s.Lines[i].UnitPrice, c.UnitPrice)
 		}
-		qty += s.Lines[i].Quantity
+		have = s.Lines[i].Quantity
+	} else if len(s.Lines) >= MaxLines {
+		return nil, aggregates.Reject(CodeTooManyLines, "the order already has %d lines, the most it may have", MaxLines)
 	}
-	// qty*price bounds the line; the added amount is at most that, so the
-	// sums below cannot overflow.
-	if c.UnitPrice > 0 && (qty > maxAmount/c.UnitPrice || s.Total+c.Quantity*c.UnitPrice > maxAmount) {
-		return nil, aggregates.Reject(CodeTooLarge, "the line would make the order's total exceed %d", int64(maxAmount))
+	// Every stored quantity, amount and the total are at most MaxAmount
+	// (the invariant), so none of these sums or products can overflow.
+	if c.Quantity > MaxAmount-have ||
+		c.UnitPrice > 0 && (have+c.Quantity > MaxAmount/c.UnitPrice || c.Quantity*c.UnitPrice > MaxAmount-s.Total) {
+		return nil, aggregates.Reject(CodeTooLarge, "the line would make a quantity, the line's amount or the order's total exceed %d", int64(MaxAmount))
 	}
 	return []any{LineAdded(c)}, nil
 }
@@ -229,12 +263,10 @@ func changeStatus(s State, c ChangeStatus) ([]any, error) {
 	if !s.Exists() {
 		return nil, aggregates.Reject(CodeNotFound, "the order does not exist: send CreateOrder first")
 	}
-	switch c.Status {
-	case StatusNew, StatusConfirmed, StatusPaid, StatusShipped, StatusCancelled:
-	default:
+	if !c.Status.Known() {
 		return nil, aggregates.Reject(CodeUnknownStatus, "unknown status %q: use confirmed, paid, shipped or cancelled", c.Status)
 	}
-	if !slices.Contains(transitions[s.Status], c.Status) {
+	if !s.Status.CanBecome(c.Status) {
 		return nil, aggregates.Reject(CodeInvalidTransition, "an order that is %s cannot become %s", s.Status, c.Status)
 	}
 	if c.Status == StatusShipped && len(s.Lines) == 0 {
@@ -243,15 +275,37 @@ func changeStatus(s State, c ChangeStatus) ([]any, error) {
 	return []any{StatusChanged{From: s.Status, To: c.Status}}, nil
 }
 
-// valid is the order's invariant, checked after every event.
+// valid is the order's invariant, checked after every event: the total is
+// exactly the sum of the lines, every amount is within MaxAmount, and the
+// status agrees with the lines. Apply merges lines by product, so products
+// are unique without checking (which would cost O(lines²) per event).
 func valid(s *State) error {
+	if !s.Exists() {
+		if s.UserID != "" || len(s.Lines) != 0 || s.Total != 0 {
+			return errors.New("an order that was never created has a user, lines or a total")
+		}
+		return nil
+	}
+	if !s.Status.Known() {
+		return fmt.Errorf("unknown status %q", s.Status)
+	}
+	if s.UserID == "" {
+		return errors.New("the order has no user")
+	}
+	if len(s.Lines) > MaxLines {
+		return fmt.Errorf("%d lines, more than %d", len(s.Lines), MaxLines)
+	}
 	var sum int64
 	for _, l := range s.Lines {
-		if l.Quantity <= 0 {
+		switch {
+		case l.ProductID <= 0:
+			return fmt.Errorf("line of product %d: product id must be positive", l.ProductID)
+		case l.Quantity <= 0 || l.Quantity > MaxAmount:
 			return fmt.Errorf("line of product %d has quantity %d", l.ProductID, l.Quantity)
-		}
-		if l.UnitPrice < 0 {
-			return fmt.Errorf("line of product %d has negative unit price %d", l.ProductID, l.UnitPrice)
+		case l.UnitPrice < 0 || l.UnitPrice > 0 && l.Quantity > MaxAmount/l.UnitPrice:
+			return fmt.Errorf("line of product %d: unit price %d × quantity %d is negative or above %d", l.ProductID, l.UnitPrice, l.Quantity, int64(MaxAmount))
+		case l.Amount() > MaxAmount-sum:
+			return fmt.Errorf("the lines sum to more than %d", int64(MaxAmount))
 		}
 		sum += l.Amount()
 	}
@@ -260,9 +314,6 @@ func valid(s *State) error {
 	}
 	if s.Status == StatusShipped && len(s.Lines) == 0 {
 		return errors.New("a shipped order has no lines")
-	}
-	if s.Exists() && s.UserID == "" {
-		return errors.New("the order has no user")
 	}
 	return nil
 }

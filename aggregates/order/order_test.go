@@ -1,6 +1,7 @@
 package order_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/chronicle-es/chronicle/aggregates"
@@ -48,6 +49,15 @@ func TestAddLine(t *testing.T) {
 				t.Fatalf("state %+v", s)
 			}
 		})
+	// Exactly at the limit is fine.
+	fixture(t).Given(created, order.LineAdded{ProductID: 1, Quantity: order.MaxAmount - 1, UnitPrice: 1}).
+		When(order.AddLine{ProductID: 2, Quantity: 1, UnitPrice: 1}).
+		Then(order.LineAdded{ProductID: 2, Quantity: 1, UnitPrice: 1}).
+		ThenState(func(t testing.TB, s order.State) {
+			if s.Total != order.MaxAmount {
+				t.Fatalf("total %d, want %d", s.Total, int64(order.MaxAmount))
+			}
+		})
 	for _, tc := range []struct {
 		name  string
 		given []any
@@ -59,14 +69,29 @@ func TestAddLine(t *testing.T) {
 		{"with a negative quantity", []any{created}, order.AddLine{ProductID: 1, Quantity: -2, UnitPrice: 1}, order.CodeInvalidQuantity},
 		{"with a negative price", []any{created}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: -1}, order.CodeInvalidPrice},
 		{"without a product", []any{created}, order.AddLine{ProductID: 0, Quantity: 1, UnitPrice: 1}, order.CodeInvalidProduct},
-		{"at another price than the line's", []any{created, line512}, order.AddLine{ProductID: 512, Quantity: 1, UnitPrice: 1}, order.CodeInvalidPrice},
+		{"at another price than the line's", []any{created, line512}, order.AddLine{ProductID: 512, Quantity: 1, UnitPrice: 1}, order.CodePriceMismatch},
 		{"once the order is confirmed", []any{created, line512, status(order.StatusNew, order.StatusConfirmed)}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 1}, order.CodeNotNew},
-		{"so large the total overflows", []any{created}, order.AddLine{ProductID: 1, Quantity: 1 << 62, UnitPrice: 1 << 62}, order.CodeTooLarge},
+		{"so large the line's amount overflows", []any{created}, order.AddLine{ProductID: 1, Quantity: 1 << 62, UnitPrice: 1 << 62}, order.CodeTooLarge},
+		{"so large the total passes the limit", []any{created, order.LineAdded{ProductID: 1, Quantity: 1, UnitPrice: order.MaxAmount}}, order.AddLine{ProductID: 2, Quantity: 1, UnitPrice: 1}, order.CodeTooLarge},
+		{"merging free items past the quantity limit", []any{created, order.LineAdded{ProductID: 1, Quantity: order.MaxAmount, UnitPrice: 0}}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 0}, order.CodeTooLarge},
+		{"merging into a line whose amount would overflow", []any{created, order.LineAdded{ProductID: 1, Quantity: order.MaxAmount / 1000, UnitPrice: 1000}}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 1000}, order.CodeTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fixture(t).Given(tc.given...).When(tc.cmd).ThenRejected(tc.code)
 		})
 	}
+}
+
+func TestAnOrderHoldsAtMostMaxLines(t *testing.T) {
+	given := []any{created}
+	for p := range int64(order.MaxLines) {
+		given = append(given, order.LineAdded{ProductID: p + 1, Quantity: 1, UnitPrice: 1})
+	}
+	fixture(t).Given(given...).When(order.AddLine{ProductID: order.MaxLines + 1, Quantity: 1, UnitPrice: 1}).
+		ThenRejected(order.CodeTooManyLines)
+	// A product already on the order still merges.
+	fixture(t).Given(given...).When(order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 1}).
+		Then(order.LineAdded{ProductID: 1, Quantity: 1, UnitPrice: 1})
 }
 
 func TestRemoveLine(t *testing.T) {
@@ -119,6 +144,42 @@ func TestStatusMoves(t *testing.T) {
 	}
 }
 
+// TestEveryStatusMove tries every status against every status and checks the
+// outcome against the life cycle written out by hand.
+func TestEveryStatusMove(t *testing.T) {
+	statuses := []order.Status{order.StatusNew, order.StatusConfirmed, order.StatusPaid, order.StatusShipped, order.StatusCancelled}
+	allowed := map[[2]order.Status]bool{
+		{order.StatusNew, order.StatusConfirmed}: true, {order.StatusConfirmed, order.StatusPaid}: true,
+		{order.StatusPaid, order.StatusShipped}: true, {order.StatusNew, order.StatusCancelled}: true,
+		{order.StatusConfirmed, order.StatusCancelled}: true, {order.StatusPaid, order.StatusCancelled}: true,
+	}
+	// The shortest history that reaches each status, with a line.
+	reach := map[order.Status][]any{
+		order.StatusNew:       {created, line512},
+		order.StatusConfirmed: {created, line512, status(order.StatusNew, order.StatusConfirmed)},
+		order.StatusPaid: {created, line512, status(order.StatusNew, order.StatusConfirmed),
+			status(order.StatusConfirmed, order.StatusPaid)},
+		order.StatusShipped: {created, line512, status(order.StatusNew, order.StatusConfirmed),
+			status(order.StatusConfirmed, order.StatusPaid), status(order.StatusPaid, order.StatusShipped)},
+		order.StatusCancelled: {created, line512, status(order.StatusNew, order.StatusCancelled)},
+	}
+	for _, from := range statuses {
+		for _, to := range statuses {
+			t.Run(string(from)+" to "+string(to), func(t *testing.T) {
+				if got := from.CanBecome(to); got != allowed[[2]order.Status{from, to}] {
+					t.Fatalf("CanBecome = %v", got)
+				}
+				f := fixture(t).Given(reach[from]...).When(order.ChangeStatus{Status: to})
+				if allowed[[2]order.Status{from, to}] {
+					f.Then(status(from, to))
+				} else {
+					f.ThenRejected(order.CodeInvalidTransition)
+				}
+			})
+		}
+	}
+}
+
 func TestDuplicateCommandAndExpectedVersion(t *testing.T) {
 	f := fixture(t).Given(created)
 	cmd := f.Command(order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 10})
@@ -139,15 +200,42 @@ func TestDuplicateCommandAndExpectedVersion(t *testing.T) {
 	g.WhenCommand(fresh).Then(order.LineRemoved{ProductID: 512})
 }
 
-func TestInvariantRejectsInconsistentHistory(t *testing.T) {
-	// An event stream the handlers would never produce: the invariant
-	// notices a line with quantity 0 when it is replayed.
-	r := order.Definition().New("o-1")
-	for i, p := range []any{created, order.LineAdded{ProductID: 1, Quantity: 0, UnitPrice: 5}} {
-		name, _ := order.Definition().EventType(p)
-		err := r.Apply(&aggregates.Event{Type: name, Subject: "o-1", Version: int64(i), Data: p})
-		if i == 1 && err == nil {
-			t.Fatal("a line of quantity 0 passed the invariant")
-		}
+// TestInvariantCatchesInconsistentHistories replays event streams the
+// handlers would never produce: the invariant must notice each.
+func TestInvariantCatchesInconsistentHistories(t *testing.T) {
+	def := order.Definition()
+	for _, tc := range []struct {
+		name   string
+		events []any
+	}{
+		{"a line of quantity 0", []any{created, order.LineAdded{ProductID: 1, Quantity: 0, UnitPrice: 5}}},
+		{"a negative unit price", []any{created, order.LineAdded{ProductID: 1, Quantity: 1, UnitPrice: -5}}},
+		{"a product id of 0", []any{created, order.LineAdded{ProductID: 0, Quantity: 1, UnitPrice: 5}}},
+		{"a line before the order exists", []any{order.LineAdded{ProductID: 1, Quantity: 1, UnitPrice: 5}}},
+		{"an order without a user", []any{order.OrderCreated{}}},
+		{"an unknown status", []any{created, order.StatusChanged{From: order.StatusNew, To: "lost"}}},
+		{"shipped without lines", []any{created, order.StatusChanged{From: order.StatusNew, To: order.StatusShipped}}},
+		{"a merge at another price (the total drifts from the lines)", []any{created, line512, order.LineAdded{ProductID: 512, Quantity: 1, UnitPrice: 1}}},
+		{"an amount that would overflow", []any{created, order.LineAdded{ProductID: 1, Quantity: 1 << 40, UnitPrice: 1 << 40}}},
+		{"lines summing past the limit", []any{created, order.LineAdded{ProductID: 1, Quantity: 1, UnitPrice: order.MaxAmount}, order.LineAdded{ProductID: 2, Quantity: 1, UnitPrice: 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := def.New("o-1")
+			var err error
+			for i, p := range tc.events {
+				name, _ := def.EventType(p)
+				err = r.Apply(&aggregates.Event{Type: name, Subject: "o-1", Version: int64(i), Data: p})
+				if i < len(tc.events)-1 && err != nil {
+					t.Fatalf("event %d: %v", i, err)
+				}
+			}
+			if !errors.Is(err, aggregates.ErrInvariantViolated) {
+				t.Fatalf("last event: %v, want ErrInvariantViolated", err)
+			}
+			// Replay keeps the fact and moves on.
+			if r.Version() != int64(len(tc.events)-1) {
+				t.Fatalf("version %d after replay", r.Version())
+			}
+		})
 	}
 }
