@@ -44,6 +44,9 @@ func subcommands() []subcommand {
 		{"dev", "run everything embedded: Kafka (kfake), the processor for orders and ballots", runDev},
 		{"run", "run the production processor against a Kafka cluster", runRun},
 		{"topics", "create or check the topics of an aggregate type", runTopics},
+		{"send", "publish commands and optionally wait for their results", runSend},
+		{"tail", "follow an events topic", runTail},
+		{"history", "show an aggregate's events and its state at a version or time", runHistory},
 	}
 }
 
