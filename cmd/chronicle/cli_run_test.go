@@ -17,6 +17,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
 	"github.com/chronicle-es/chronicle/internal/redistest"
+	"github.com/chronicle-es/chronicle/topics"
 )
 
 // TestRunWithSASLAndRedisAuth runs the production service against a
@@ -49,7 +50,7 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 	}
 
 	t.Run("wrong Kafka password fails fast", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		start := time.Now()
 		cmd, out := run(ctx, "wrong", redisURL)
@@ -65,7 +66,7 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 		}
 	})
 	t.Run("wrong Redis password fails fast", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		bad := strings.Replace(redisURL, "s3cret-redis", "nope", 1)
 		cmd, out := run(ctx, "s3cret-kafka", bad)
@@ -106,22 +107,30 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The topics appear once run has started.
+		// Wait for run to create the topics, then send once.
+		kcl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.Brokers...)}, k.Options...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kcl.Close()
 		deadline := time.Now().Add(40 * time.Second)
 		for {
-			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-			res, err := prod.Send(sctx, "orders", cmdEnv)
-			scancel()
+			cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := topics.Check(cctx, kcl, topics.For("orders"))
+			ccancel()
 			if err == nil {
-				if res.Status != aggregates.StatusAccepted {
-					t.Fatalf("result %+v", res)
-				}
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("no result through SASL: %v\n%s", err, out)
+				t.Fatalf("run did not create the topics: %v\n%s", err, out)
 			}
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
+		}
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		defer scancel()
+		res, err := prod.Send(sctx, "orders", cmdEnv)
+		if err != nil || res.Status != aggregates.StatusAccepted {
+			t.Fatalf("result %+v, %v\n%s", res, err, out)
 		}
 	})
 }
