@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +197,8 @@ func TestDecodeCommandReportsEveryProblem(t *testing.T) {
 		{"zero ULID", `{"id":"00000000000000000000000000","type":"t.A","aggregate_id":"a"}`, "zero ULID", false},
 		{"missing type", `{"id":"` + id + `","aggregate_id":"a"}`, `"type" is missing`, true},
 		{"missing aggregate", `{"id":"` + id + `","type":"t.A"}`, `"aggregate_id" is missing`, true},
+		{"type too long", `{"id":"` + id + `","type":"` + strings.Repeat("t", 129) + `","aggregate_id":"a"}`, "longer than 128", true},
+		{"data a string", `{"id":"` + id + `","type":"t.A","aggregate_id":"a","data":"x"}`, "must be a JSON object", true},
 		{"aggregate id too long", `{"id":"` + id + `","type":"t.A","aggregate_id":"` + strings.Repeat("a", 300) + `"}`, "longer than 256", true},
 		{"data not an object", `{"id":"` + id + `","type":"t.A","aggregate_id":"a","data":[1]}`, "must be a JSON object", true},
 		{"expected version below -1", `{"id":"` + id + `","type":"t.A","aggregate_id":"a","expected_version":-2}`, "below -1", true},
@@ -337,5 +340,77 @@ func TestRegistryDecodesEventsOfEveryType(t *testing.T) {
 	}
 	if _, err := reg.DecodeEvent([]byte(`{"specversion":"1.0","id":"` + ulid.Make().String() + `","type":"ghost.Opened","subject":"a","aggregateversion":0,"data":{}}`)); !errors.Is(err, aggregates.ErrUnknownEventType) {
 		t.Fatalf("unknown aggregate type: %v", err)
+	}
+}
+
+func TestEventsSurviveTheWire(t *testing.T) {
+	d := tallyDef(t)
+	r := d.New("t-1")
+	cmd, err := d.NewCommand("t-1", add{N: 2}, aggregates.Metadata{CorrelationID: "flow-1", Actor: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 23, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	evs, err := r.Execute(&cmd, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := d.DecodeEvent(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !back.Time.Equal(at) || back.Time.Location() != time.UTC {
+			t.Errorf("time %v, want %v in UTC", back.Time, at)
+		}
+		back.Time, e.Time = time.Time{}, time.Time{}
+		want := aggregates.Event{ID: e.ID, Type: "tally.Added", Source: "/chronicle/tally", Subject: "t-1",
+			AggregateType: "tally", Version: e.Version, SchemaVersion: 1, CausationID: cmd.ID.String(),
+			CorrelationID: "flow-1", Actor: "ann", Data: added{N: 1}}
+		if !reflect.DeepEqual(back, want) || !reflect.DeepEqual(e, want) {
+			t.Errorf("event %d:\n sent %+v\n read %+v\n want %+v", e.Version, e, back, want)
+		}
+	}
+}
+
+func TestEventTimesOutsideRFC3339AreRefused(t *testing.T) {
+	e := aggregates.Event{ID: ulid.Make(), Type: "tally.Opened", Subject: "t", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Data: opened{}}
+	if _, err := e.Encode(); err == nil {
+		t.Fatal("encoded the year 10000")
+	}
+	// 9999-12-31T23:59-23:59 is the year 10000 in UTC, which RFC 3339
+	// cannot write: reading it must fail rather than produce an event
+	// that cannot be written back.
+	doc := `{"specversion":"1.0","id":"` + ulid.Make().String() + `","type":"tally.Opened","subject":"t","time":"9999-12-31T23:59:59-23:59","aggregateversion":0,"data":{}}`
+	if _, err := tallyDef(t).DecodeEvent([]byte(doc)); !errors.Is(err, aggregates.ErrMalformed) {
+		t.Fatalf("decoding a time beyond 9999 in UTC: %v", err)
+	}
+}
+
+func TestSnapshotsOfOtherAggregatesOrGarbageAreRefused(t *testing.T) {
+	d := tallyDef(t)
+	r := d.New("t-1")
+	cmd, _ := d.NewCommand("t-1", add{N: 2}, aggregates.Metadata{})
+	if _, err := r.Execute(&cmd, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := r.MarshalSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := d.New("t-2")
+	if err := other.UnmarshalSnapshot(snap); !errors.Is(err, aggregates.ErrWrongAggregate) || other.Version() != -1 {
+		t.Fatalf("foreign snapshot: %v, version %d", err, other.Version())
+	}
+	if err := other.UnmarshalSnapshot([]byte(`{"id":"t-2","version":`)); !errors.Is(err, aggregates.ErrMalformed) || other.Version() != -1 {
+		t.Fatalf("garbage snapshot: %v, version %d", err, other.Version())
+	}
+	same := d.New("t-1")
+	if err := same.UnmarshalSnapshot(snap); err != nil || same.Version() != 1 || same.State() != r.State() {
+		t.Fatalf("snapshot restored v%d %+v, %v", same.Version(), same.State(), err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -183,8 +184,12 @@ type eventWire struct {
 // Encode returns the event's CloudEvents JSON document. The envelope is
 // written by hand (it is on the hot path of every command); only the payload
 // goes through encoding/json. The output is what json.Marshal of the wire
-// struct would produce.
+// struct would produce. The time is written in UTC, so it must fall in the
+// years 0000 to 9999 there (RFC 3339 has no other years).
 func (e *Event) Encode() ([]byte, error) {
+	if !inRFC3339Range(e.Time) {
+		return nil, fmt.Errorf("encoding event %s: time %v is outside the years 0000-9999 in UTC: stamp events with a real clock", e.Type, e.Time)
+	}
 	data, err := json.Marshal(e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("encoding data of event %s: %w", e.Type, err)
@@ -240,6 +245,12 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// inRFC3339Range reports whether t, in UTC, has a four-digit year.
+func inRFC3339Range(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
+}
+
 // decodeEventEnvelope reads the envelope and leaves the payload raw.
 func decodeEventEnvelope(b []byte) (Event, json.RawMessage, error) {
 	var w eventWire
@@ -258,6 +269,9 @@ func decodeEventEnvelope(b []byte) (Event, json.RawMessage, error) {
 		problems = append(problems, fmt.Errorf(`"id" %q is not a ULID: %w`, truncate(w.ID), err))
 	}
 	e.ID = id
+	if !inRFC3339Range(w.Time) {
+		problems = append(problems, fmt.Errorf(`"time" %s is outside the years 0000-9999 once converted to UTC`, w.Time.Format(time.RFC3339)))
+	}
 	if w.Type == "" {
 		problems = append(problems, errors.New(`"type" is missing`))
 	}
@@ -370,9 +384,14 @@ func ResultFor(cmd *Command, aggregateType string, version int64, events []Event
 	return r
 }
 
+// truncate shortens s for an error message, cutting at a rune boundary.
 func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
+	if len(s) <= 64 {
+		return s
 	}
-	return s
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -2,8 +2,10 @@ package aggregates
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // encodeReflect is the reference: json.Marshal of the wire struct.
@@ -48,5 +50,17 @@ func TestEncodeWritesWhatJSONMarshalWould(t *testing.T) {
 		if !json.Valid(got) {
 			t.Errorf("case %d: invalid JSON %s", i, got)
 		}
+	}
+}
+
+func TestTruncateCutsAtARuneBoundary(t *testing.T) {
+	for _, s := range []string{strings.Repeat("a", 63) + "é" + strings.Repeat("b", 10), strings.Repeat("€", 40)} {
+		got := truncate(s)
+		if !utf8.ValidString(got) || len(got) > 64+len("…") || !strings.HasSuffix(got, "…") {
+			t.Errorf("truncate(%q) = %q", s, got)
+		}
+	}
+	if got := truncate("short"); got != "short" {
+		t.Errorf("truncate(short) = %q", got)
 	}
 }
