@@ -52,8 +52,13 @@ func runDev(ctx context.Context, args []string, s streams) int {
 				fmt.Fprintf(s.out, "  snapshots:  %s\n", redactURL(*redisURL))
 			}
 			fmt.Fprintf(s.out, "\nTry, in another terminal:\n")
-			fmt.Fprintf(s.out, "  go run ./cmd/chronicle send --brokers %s --wait orders o-1 CreateOrder '{\"user_id\":\"u-1\"}'\n", brokers[0])
-			fmt.Fprintf(s.out, "  go run ./cmd/chronicle tail --brokers %s orders --from-beginning\n", brokers[0])
+			flag := ""
+			if brokers[0] != "127.0.0.1:9092" { // the tools' default
+				flag = " --brokers " + brokers[0]
+			}
+			fmt.Fprintf(s.out, "  go run ./cmd/chronicle send%s --wait orders o-1 CreateOrder '{\"user_id\":\"u-1\"}'\n", flag)
+			fmt.Fprintf(s.out, "  go run ./cmd/chronicle tail%s orders --from-beginning\n", flag)
+			fmt.Fprintf(s.out, "  go run ./cmd/chronicle history%s orders o-1\n", flag)
 			fmt.Fprintf(s.out, "\nPress Ctrl-C to stop.\n")
 		},
 	}
