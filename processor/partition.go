@@ -123,9 +123,9 @@ func (pt *partition) saved(snaps []snapshots.Snapshot) {
 }
 
 // prefetch loads, with one LoadMany, the aggregates the records address
-// that are neither cached nor waiting to be written. An aggregate the store
-// has no snapshot of is new, provided the store still holds the partition's
-// checkpoint when the transaction ends (verifyCheckpoint).
+// that are not in memory. An aggregate the store has no snapshot of is new,
+// provided the store still holds the partition's checkpoint when the
+// transaction ends (verifyCheckpoint).
 func (pt *partition) prefetch(ctx context.Context, p *Processor, recs []*kgo.Record) error {
 	if p.cfg.Snapshots == nil || pt.complete {
 		return nil
@@ -134,37 +134,65 @@ func (pt *partition) prefetch(ctx context.Context, p *Processor, recs []*kgo.Rec
 	seen := map[string]bool{}
 	for _, r := range recs {
 		id := string(r.Key)
-		if id == "" || seen[id] || pt.lookup(id) != nil {
+		if id == "" || seen[id] || pt.fromMemory(id) != nil {
 			continue
 		}
 		seen[id] = true
 		missing = append(missing, id)
 	}
-	if len(missing) == 0 {
+	created, err := pt.loadMany(ctx, p, missing)
+	if created {
+		pt.verifyCP = true
+	}
+	return err
+}
+
+// fromMemory returns the cached aggregate id, or the evicted one still being
+// written (moving it back into the cache), or nil.
+func (pt *partition) fromMemory(id string) *entry {
+	if e := pt.cache.get(id); e != nil {
+		return e
+	}
+	pt.mu.Lock()
+	e := pt.unsaved[id]
+	delete(pt.unsaved, id)
+	pt.mu.Unlock()
+	if e == nil {
 		return nil
 	}
-	p.stats.snapshotLoads.Add(int64(len(missing)))
-	snaps, err := p.cfg.Snapshots.LoadMany(ctx, pt.b.kind.Name(), pt.id, missing)
+	return pt.cache.put(e.agg, e.offset)
+}
+
+// loadMany brings ids into the cache from the snapshot store with one
+// LoadMany; an id the store has no snapshot of becomes a new aggregate, and
+// created says whether that happened. A corrupt or foreign snapshot is
+// errUntrusted.
+func (pt *partition) loadMany(ctx context.Context, p *Processor, ids []string) (created bool, err error) {
+	if len(ids) == 0 {
+		return false, nil
+	}
+	p.stats.snapshotLoads.Add(int64(len(ids)))
+	snaps, err := p.cfg.Snapshots.LoadMany(ctx, pt.b.kind.Name(), pt.id, ids)
 	if err != nil {
 		if errors.Is(err, snapshots.ErrCorrupt) {
-			return fmt.Errorf("%w: %w", errUntrusted, err)
+			return false, fmt.Errorf("%w: %w", errUntrusted, err)
 		}
-		return err
+		return false, fmt.Errorf("loading %d snapshots: %w", len(ids), err)
 	}
-	for _, id := range missing {
+	for _, id := range ids {
 		s, ok := snaps[id]
 		if !ok {
 			pt.cache.put(pt.b.kind.NewAggregate(id), -1)
-			pt.verifyCP = true
+			created = true
 			continue
 		}
 		a, err := p.fromSnapshot(pt, s)
 		if err != nil {
-			return err
+			return created, err
 		}
 		pt.cache.put(a, s.Offset)
 	}
-	return nil
+	return created, nil
 }
 
 // verifyCheckpoint is called before the transaction commits: if aggregates
@@ -188,40 +216,23 @@ func (pt *partition) verifyCheckpoint(ctx context.Context, p *Processor) error {
 	return nil
 }
 
-// aggregate returns the aggregate id, from the cache, from the evicted ones
-// still being written, from the snapshot store, or new.
+// aggregate returns the aggregate id: from memory, from the snapshot store,
+// or new.
 func (pt *partition) aggregate(ctx context.Context, p *Processor, id string) (*entry, error) {
-	if e := pt.cache.get(id); e != nil {
+	if e := pt.fromMemory(id); e != nil {
 		return e, nil
 	}
-	pt.mu.Lock()
-	e := pt.unsaved[id]
-	delete(pt.unsaved, id)
-	pt.mu.Unlock()
-	if e != nil {
-		return pt.cache.put(e.agg, e.offset), nil
-	}
-	store := p.cfg.Snapshots
-	if store == nil || pt.complete {
+	if p.cfg.Snapshots == nil || pt.complete {
 		return pt.cache.put(pt.b.kind.NewAggregate(id), -1), nil
 	}
-	p.stats.snapshotLoads.Add(1)
-	s, ok, err := store.Load(ctx, pt.b.kind.Name(), pt.id, id)
-	if err != nil {
-		if errors.Is(err, snapshots.ErrCorrupt) {
-			return nil, fmt.Errorf("%w: %w", errUntrusted, err)
-		}
-		return nil, fmt.Errorf("loading snapshot of %q: %w", id, err)
-	}
-	if !ok {
-		pt.verifyCP = true // see verifyCheckpoint
-		return pt.cache.put(pt.b.kind.NewAggregate(id), -1), nil
-	}
-	a, err := p.fromSnapshot(pt, s)
+	created, err := pt.loadMany(ctx, p, []string{id})
 	if err != nil {
 		return nil, err
 	}
-	return pt.cache.put(a, s.Offset), nil
+	if created {
+		pt.verifyCP = true // see verifyCheckpoint
+	}
+	return pt.cache.get(id), nil
 }
 
 // fromSnapshot decodes a stored snapshot, refusing one of another schema.
@@ -623,51 +634,18 @@ func (p *Processor) loadMissing(ctx context.Context, pt *partition, batch []deco
 	seen := map[string]bool{}
 	for i := range batch {
 		id := batch[i].e.Subject
-		if seen[id] {
+		if seen[id] || pt.fromMemory(id) != nil {
 			continue
 		}
 		seen[id] = true
-		if e := pt.cache.get(id); e != nil {
-			continue
-		}
-		pt.mu.Lock()
-		e := pt.unsaved[id]
-		delete(pt.unsaved, id)
-		pt.mu.Unlock()
-		if e != nil {
-			pt.cache.put(e.agg, e.offset)
-			continue
-		}
 		if pt.complete || p.cfg.Snapshots == nil {
 			pt.cache.put(pt.b.kind.NewAggregate(id), -1)
 			continue
 		}
 		missing = append(missing, id)
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	p.stats.snapshotLoads.Add(int64(len(missing)))
-	snaps, err := p.cfg.Snapshots.LoadMany(ctx, pt.b.kind.Name(), pt.id, missing)
-	if err != nil {
-		if errors.Is(err, snapshots.ErrCorrupt) {
-			return fmt.Errorf("%w: %w", errUntrusted, err)
-		}
-		return fmt.Errorf("loading %d snapshots: %w", len(missing), err)
-	}
-	for _, id := range missing {
-		s, ok := snaps[id]
-		if !ok {
-			pt.cache.put(pt.b.kind.NewAggregate(id), -1)
-			continue
-		}
-		a, err := p.fromSnapshot(pt, s)
-		if err != nil {
-			return err
-		}
-		pt.cache.put(a, s.Offset)
-	}
-	return nil
+	_, err := pt.loadMany(ctx, p, missing)
+	return err
 }
 
 // replayOne applies one stored event to its (loaded) aggregate. It reports
