@@ -251,10 +251,12 @@ func inRFC3339Range(t time.Time) bool {
 	return y >= 0 && y <= 9999
 }
 
-// decodeEventEnvelope reads the envelope and leaves the payload raw.
+// decodeEventEnvelope reads the envelope and leaves the payload raw (it may
+// alias b).
 func decodeEventEnvelope(b []byte) (Event, json.RawMessage, error) {
 	var w eventWire
-	if err := json.Unmarshal(b, &w); err != nil {
+	var version int64
+	if err := decodeWire(b, &w, &version); err != nil {
 		return Event{}, nil, &DecodeError{What: "event", Err: err}
 	}
 	e := Event{Type: w.Type, Source: w.Source, Subject: w.Subject, Time: w.Time,

@@ -1,7 +1,6 @@
 package aggregates
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -136,5 +135,3 @@ func newULID(t time.Time) (ulid.ULID, error) {
 func NewID(t time.Time) (ulid.ULID, error) { return newULID(t) }
 
 func reflectType(v any) reflect.Type { return reflect.TypeOf(v) }
-
-func asPanic(err error, p **PanicError) bool { return err != nil && errors.As(err, p) }

@@ -82,6 +82,11 @@ func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
 		return nil, err
 	}
 	events := make([]Event, len(payloads))
+	causation := cmd.ID.String()
+	correlation := cmd.Metadata.CorrelationID
+	if correlation == "" {
+		correlation = causation // Correlation(), without a second String
+	}
 	for i, p := range payloads {
 		ed, ok := r.def.eventsByGo[reflectType(p)]
 		if !ok {
@@ -98,7 +103,7 @@ func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
 		events[i] = Event{
 			ID: id, Type: ed.name, Source: r.def.source, Subject: r.id, Time: now,
 			AggregateType: r.def.name, Version: v, SchemaVersion: ed.schema,
-			CausationID: cmd.ID.String(), CorrelationID: cmd.Correlation(), Actor: cmd.Metadata.Actor,
+			CausationID: causation, CorrelationID: correlation, Actor: cmd.Metadata.Actor,
 			Data: p,
 		}
 	}
@@ -153,9 +158,8 @@ func (r *Root[S]) Apply(e *Event) error {
 	if reflectType(e.Data) != ed.goType {
 		return &DecodeError{What: "event data", Type: e.Type, Err: fmt.Errorf("payload is %T, want %v", e.Data, ed.goType)}
 	}
-	var perr *PanicError
 	err := r.applyChecked(&r.state, ed, e.Data, e.Version)
-	if asPanic(err, &perr) {
+	if _, panicked := err.(*PanicError); panicked { // applyChecked never wraps
 		return err
 	}
 	r.version = e.Version

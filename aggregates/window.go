@@ -19,8 +19,11 @@ func (w *window) contains(id ulid.ULID) bool {
 	return false
 }
 
+// add remembers id. A command's events are consecutive in history, so an id
+// already remembered can only be the latest one: comparing with it alone
+// keeps replay from scanning the whole ring for every event.
 func (w *window) add(id ulid.ULID) {
-	if w.max == 0 || w.contains(id) {
+	if w.max == 0 || w.latest() == id {
 		return
 	}
 	if len(w.ids) < w.max {
@@ -29,6 +32,18 @@ func (w *window) add(id ulid.ULID) {
 	}
 	w.ids[w.next] = id
 	w.next = (w.next + 1) % w.max
+}
+
+// latest returns the id added last, or the zero ULID.
+func (w *window) latest() ulid.ULID {
+	switch {
+	case len(w.ids) == 0:
+		return ulid.ULID{}
+	case len(w.ids) < w.max:
+		return w.ids[len(w.ids)-1]
+	default:
+		return w.ids[(w.next+w.max-1)%w.max]
+	}
 }
 
 // ordered returns the ids oldest first.

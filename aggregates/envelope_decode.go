@@ -1,0 +1,360 @@
+package aggregates
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Reading the CloudEvents envelope is most of the cost of a restore, and
+// encoding/json spends it on reflection and on validating the document in a
+// separate pass. readEnvelope reads the envelopes Chronicle writes (the
+// lower-case attribute names, each once, plain strings, integer versions)
+// in one pass and without reflection. Anything else — escapes in strings,
+// unknown or differently cased attributes, repeated attributes, malformed
+// input — makes it give up, and encoding/json reads the document instead,
+// with its exact semantics and errors. A fuzz test checks that whatever the
+// fast reader accepts, encoding/json reads identically.
+
+// envelopeFields are the attributes of eventWire, by JSON name.
+const (
+	fSpecVersion = iota
+	fID
+	fType
+	fSource
+	fSubject
+	fTime
+	fDataContentType
+	fAggregateType
+	fVersion
+	fSchemaVersion
+	fCausationID
+	fCorrelationID
+	fActor
+	fData
+	nFields
+)
+
+func envelopeField(key []byte) int {
+	switch string(key) { // does not allocate
+	case "specversion":
+		return fSpecVersion
+	case "id":
+		return fID
+	case "type":
+		return fType
+	case "source":
+		return fSource
+	case "subject":
+		return fSubject
+	case "time":
+		return fTime
+	case "datacontenttype":
+		return fDataContentType
+	case "aggregatetype":
+		return fAggregateType
+	case "aggregateversion":
+		return fVersion
+	case "schemaversion":
+		return fSchemaVersion
+	case "causationid":
+		return fCausationID
+	case "correlationid":
+		return fCorrelationID
+	case "actor":
+		return fActor
+	case "data":
+		return fData
+	}
+	return -1
+}
+
+// readEnvelope fills w from b as json.Unmarshal would, and reports whether
+// it could. On false, w is partly filled and must be discarded. w.Data
+// aliases b.
+func readEnvelope(b []byte, w *eventWire, version *int64) bool {
+	r := reader{b: b}
+	r.space()
+	if !r.eat('{') {
+		return false
+	}
+	var seen [nFields]bool
+	r.space()
+	if r.eat('}') {
+		return r.end()
+	}
+	for {
+		r.space()
+		key, ok := r.plainString()
+		if !ok {
+			return false
+		}
+		f := envelopeField(key)
+		if f < 0 || seen[f] {
+			return false // unknown, differently cased or repeated: let encoding/json decide
+		}
+		seen[f] = true
+		r.space()
+		if !r.eat(':') {
+			return false
+		}
+		r.space()
+		if !r.value(f, w, version) {
+			return false
+		}
+		r.space()
+		if r.eat('}') {
+			return r.end()
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+}
+
+type reader struct {
+	b []byte
+	i int
+}
+
+func (r *reader) space() {
+	for r.i < len(r.b) {
+		switch r.b[r.i] {
+		case ' ', '\t', '\n', '\r':
+			r.i++
+		default:
+			return
+		}
+	}
+}
+
+func (r *reader) eat(c byte) bool {
+	if r.i < len(r.b) && r.b[r.i] == c {
+		r.i++
+		return true
+	}
+	return false
+}
+
+func (r *reader) end() bool {
+	r.space()
+	return r.i == len(r.b)
+}
+
+func (r *reader) literal(s string) bool {
+	if len(r.b)-r.i >= len(s) && string(r.b[r.i:r.i+len(s)]) == s {
+		r.i += len(s)
+		return true
+	}
+	return false
+}
+
+// plainString reads a string without escapes and returns its contents:
+// exactly the bytes encoding/json would produce, valid UTF-8 included.
+func (r *reader) plainString() ([]byte, bool) {
+	if !r.eat('"') {
+		return nil, false
+	}
+	start, ascii := r.i, true
+	for r.i < len(r.b) {
+		c := r.b[r.i]
+		switch {
+		case c == '"':
+			s := r.b[start:r.i]
+			r.i++
+			return s, ascii || utf8.Valid(s)
+		case c == '\\' || c < 0x20:
+			return nil, false
+		case c >= 0x80:
+			ascii = false
+		}
+		r.i++
+	}
+	return nil, false
+}
+
+// integer reads a JSON number that is an integer without fraction or
+// exponent and fits an int64.
+func (r *reader) integer() (int64, bool) {
+	start := r.i
+	if r.i < len(r.b) && r.b[r.i] == '-' {
+		r.i++
+	}
+	digits := r.i
+	for r.i < len(r.b) && r.b[r.i] >= '0' && r.b[r.i] <= '9' {
+		r.i++
+	}
+	n := r.i - digits
+	if n == 0 || n > 1 && r.b[digits] == '0' { // JSON allows no leading zeros
+		return 0, false
+	}
+	if r.i < len(r.b) && (r.b[r.i] == '.' || r.b[r.i] == 'e' || r.b[r.i] == 'E') {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(r.b[start:r.i]), 10, 64)
+	return v, err == nil
+}
+
+// str reads a string attribute. null leaves it unchanged, as encoding/json
+// does.
+func (r *reader) str(dst *string, known string) bool {
+	if r.literal("null") {
+		return true
+	}
+	s, ok := r.plainString()
+	if !ok {
+		return false
+	}
+	if string(s) == known {
+		*dst = known // the usual value: no allocation
+	} else {
+		*dst = string(s)
+	}
+	return true
+}
+
+func (r *reader) value(f int, w *eventWire, version *int64) bool {
+	switch f {
+	case fSpecVersion:
+		return r.str(&w.SpecVersion, SpecVersion)
+	case fID:
+		return r.str(&w.ID, "")
+	case fType:
+		return r.str(&w.Type, "")
+	case fSource:
+		return r.str(&w.Source, "")
+	case fSubject:
+		return r.str(&w.Subject, "")
+	case fDataContentType:
+		return r.str(&w.DataContentType, "application/json")
+	case fAggregateType:
+		return r.str(&w.AggregateType, "")
+	case fCausationID:
+		return r.str(&w.CausationID, "")
+	case fCorrelationID:
+		return r.str(&w.CorrelationID, "")
+	case fActor:
+		return r.str(&w.Actor, "")
+	case fTime:
+		if r.literal("null") {
+			return true
+		}
+		start := r.i
+		if _, ok := r.plainString(); !ok {
+			return false
+		}
+		return w.Time.UnmarshalJSON(r.b[start:r.i]) == nil // encoding/json calls the same method
+	case fVersion:
+		if r.literal("null") {
+			w.Version = nil
+			return true
+		}
+		v, ok := r.integer()
+		*version, w.Version = v, version
+		return ok
+	case fSchemaVersion:
+		if r.literal("null") {
+			return true
+		}
+		v, ok := r.integer()
+		w.SchemaVersion = int(v)
+		return ok && int64(int(v)) == v
+	case fData:
+		start := r.i
+		if !r.skip(0) {
+			return false
+		}
+		w.Data = r.b[start:r.i:r.i]
+		// The structure is balanced; encoding/json rules on the details
+		// (numbers, escapes, literals).
+		return json.Valid(w.Data)
+	}
+	return false
+}
+
+// skip passes over one JSON value, checking only its structure: strings,
+// brackets and braces are balanced. depth bounds the nesting as encoding/json
+// does.
+func (r *reader) skip(depth int) bool {
+	if depth > 10000 {
+		return false
+	}
+	if r.i >= len(r.b) {
+		return false
+	}
+	switch c := r.b[r.i]; c {
+	case '"':
+		r.i++
+		for r.i < len(r.b) {
+			switch r.b[r.i] {
+			case '\\':
+				r.i += 2
+				continue
+			case '"':
+				r.i++
+				return true
+			}
+			r.i++
+		}
+		return false
+	case '{', '[':
+		closing := byte('}')
+		if c == '[' {
+			closing = ']'
+		}
+		r.i++
+		r.space()
+		if r.eat(closing) {
+			return true
+		}
+		for {
+			r.space()
+			if !r.skip(depth + 1) {
+				return false
+			}
+			r.space()
+			if c == '{' {
+				if !r.eat(':') {
+					return false
+				}
+				r.space()
+				if !r.skip(depth + 1) {
+					return false
+				}
+				r.space()
+			}
+			if r.eat(closing) {
+				return true
+			}
+			if !r.eat(',') {
+				return false
+			}
+		}
+	default:
+		start := r.i
+		for r.i < len(r.b) {
+			switch r.b[r.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return r.i > start
+			case '"', '{', '[', ':':
+				return false
+			}
+			r.i++
+		}
+		return r.i > start
+	}
+}
+
+// decodeWire reads the envelope into w, fast when it can. version is where
+// the fast reader keeps the aggregate version w.Version points to.
+func decodeWire(b []byte, w *eventWire, version *int64) error {
+	if readEnvelope(b, w, version) {
+		return nil
+	}
+	var slow eventWire // a variable of its own, so that w stays on the stack
+	if err := json.Unmarshal(b, &slow); err != nil {
+		return err
+	}
+	*w = slow
+	return nil
+}

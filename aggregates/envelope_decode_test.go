@@ -1,0 +1,71 @@
+package aggregates
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// The fast envelope reader must read exactly what encoding/json reads, or
+// give up. This fuzzer checks the first half on any input; the test below
+// checks it does not give up on the documents Encode writes.
+func FuzzEnvelopeReader(f *testing.F) {
+	f.Add([]byte(`{"specversion":"1.0","id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"order.LineAdded","source":"/chronicle/order","subject":"o-42","time":"2026-11-23T10:00:00.5+01:00","datacontenttype":"application/json","aggregatetype":"order","aggregateversion":1,"schemaversion":1,"causationid":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TA","correlationid":"c","actor":"ü","data":{"product_id":512,"quantity":1,"unit_price":1999}}`))
+	f.Add([]byte(` { "id" : null , "aggregateversion" : -0 , "data" : [ 1 , "a\"b" , { } ] } `))
+	f.Add([]byte(`{"aggregateversion":01,"data":{}}`))
+	f.Add([]byte(`{"aggregateversion":1e2}`))
+	f.Add([]byte(`{"ID":"x","Data":1}`))
+	f.Add([]byte(`{"type":"a","type":"b"}`))
+	f.Add([]byte(`{"data":{"a":1}}x`))
+	f.Add([]byte(`{"time":"2026-11-23T10:00:00Z","schemaversion":null,"data":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast eventWire
+		var version int64
+		if !readEnvelope(b, &fast, &version) {
+			return
+		}
+		var slow eventWire
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("fast reader accepted what encoding/json refuses (%v):\n%q", err, b)
+		}
+		if !sameWire(fast, slow) {
+			t.Fatalf("fast reader read\n%+v\nencoding/json read\n%+v\nfrom %q", fast, slow, b)
+		}
+	})
+}
+
+func sameWire(a, b eventWire) bool {
+	if !a.Time.Equal(b.Time) || a.Time.Location().String() != b.Time.Location().String() {
+		return false
+	}
+	_, ao := a.Time.Zone()
+	_, bo := b.Time.Zone()
+	if ao != bo || (a.Version == nil) != (b.Version == nil) || a.Version != nil && *a.Version != *b.Version {
+		return false
+	}
+	a.Time, b.Time, a.Version, b.Version = time.Time{}, time.Time{}, nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+func TestEncodedEventsTakeTheFastReader(t *testing.T) {
+	id, _ := NewID(time.Unix(1700000000, 0))
+	for _, e := range []Event{
+		{ID: id, Type: "order.LineAdded", Source: "/chronicle/order", Subject: "o-42", Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC),
+			AggregateType: "order", Version: 3, SchemaVersion: 2, CausationID: id.String(), CorrelationID: "corr", Actor: "ünïcödé", Data: map[string]any{"q": 1, "s": "a\"<b>"}},
+		{ID: id, Type: "order.OrderCreated", Subject: "o", Data: nil},
+	} {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w, slow eventWire
+		var version int64
+		if !readEnvelope(b, &w, &version) {
+			t.Fatalf("fast reader gave up on %s", b)
+		}
+		if err := json.Unmarshal(b, &slow); err != nil || !sameWire(w, slow) {
+			t.Fatalf("fast %+v\nslow %+v (%v)", w, slow, err)
+		}
+	}
+}
