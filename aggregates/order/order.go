@@ -187,7 +187,9 @@ func Definition() *aggregates.Definition[State] {
 		aggregates.When("LineRemoved", func(s *State, e LineRemoved) {
 			if i := s.line(e.ProductID); i >= 0 {
 				s.Total -= s.Lines[i].Amount()
-				s.Lines = slices.Delete(s.Lines, i, i+1)
+				if s.Lines = slices.Delete(s.Lines, i, i+1); len(s.Lines) == 0 {
+					s.Lines = nil // as a snapshot reads it back: no lines is nil
+				}
 			}
 		}),
 		aggregates.When("StatusChanged", func(s *State, e StatusChanged) { s.Status = e.To }),
