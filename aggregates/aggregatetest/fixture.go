@@ -33,7 +33,8 @@ type Fixture[S any] struct {
 	events  []aggregates.Event
 	err     error
 	whenRan bool
-	before  int // len(root.Changes()) before the last When
+	before  int    // len(root.Changes()) before the last When
+	snap    []byte // the aggregate's snapshot before the last When
 }
 
 // New starts a scenario on a new aggregate of def.
@@ -86,6 +87,11 @@ func (f *Fixture[S]) WhenCommand(cmd aggregates.Command) *Fixture[S] {
 	f.t.Helper()
 	f.cmd = &cmd
 	f.before = len(f.root.Changes())
+	snap, err := f.root.MarshalSnapshot()
+	if err != nil {
+		f.t.Fatalf("WhenCommand: snapshotting the aggregate before %s: %v", cmd.Type, err)
+	}
+	f.snap = snap
 	f.events, f.err = f.root.Execute(&cmd, f.now)
 	f.whenRan = true
 	return f
@@ -139,6 +145,10 @@ func (f *Fixture[S]) ThenError(target error) *Fixture[S] {
 	}
 	if n := len(f.root.Changes()) - f.before; len(f.events) != 0 || n != 0 {
 		f.t.Fatalf("ThenError: failed command left %d events", n)
+	}
+	// Version, state and remembered command ids are all in the snapshot.
+	if after, err := f.root.MarshalSnapshot(); err != nil || string(after) != string(f.snap) {
+		f.t.Fatalf("ThenError: failed command changed the aggregate:\nbefore %s\nafter  %s (%v)", f.snap, after, err)
 	}
 	return f
 }
