@@ -34,7 +34,6 @@ const (
 	CodeInvalidUser       = "invalid_user"
 	CodeInvalidQuantity   = "invalid_quantity"
 	CodeInvalidPrice      = "invalid_price"
-	CodePriceMismatch     = "price_mismatch"
 	CodeInvalidProduct    = "invalid_product"
 	CodeNotNew            = "not_new"
 	CodeLineNotFound      = "line_not_found"
@@ -66,7 +65,7 @@ type (
 	// AddLine adds quantity of a product at a unit price (minor units).
 	// Adding a product already on the order merges into its line: the
 	// quantities add up, and the unit price must be the line's (otherwise
-	// the command is rejected with CodePriceMismatch; remove the line first
+	// the command is rejected with CodeInvalidPrice; remove the line first
 	// to change the price). An order therefore has one line per product.
 	AddLine struct {
 		ProductID int64 `json:"product_id"`
@@ -236,7 +235,7 @@ func addLine(s State, c AddLine) ([]any, error) {
 	var have int64 // quantity already on the order
 	if i := s.line(c.ProductID); i >= 0 {
 		if s.Lines[i].UnitPrice != c.UnitPrice {
-			return nil, aggregates.Reject(CodePriceMismatch, "product %d is on the order at unit price %d, not %d: remove the line first to change its price", c.ProductID, s.Lines[i].UnitPrice, c.UnitPrice)
+			return nil, aggregates.Reject(CodeInvalidPrice, "product %d is on the order at unit price %d, not %d: remove the line first to change its price", c.ProductID, s.Lines[i].UnitPrice, c.UnitPrice)
 		}
 		have = s.Lines[i].Quantity
 	} else if len(s.Lines) >= MaxLines {

@@ -69,7 +69,7 @@ func TestAddLine(t *testing.T) {
 		{"with a negative quantity", []any{created}, order.AddLine{ProductID: 1, Quantity: -2, UnitPrice: 1}, order.CodeInvalidQuantity},
 		{"with a negative price", []any{created}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: -1}, order.CodeInvalidPrice},
 		{"without a product", []any{created}, order.AddLine{ProductID: 0, Quantity: 1, UnitPrice: 1}, order.CodeInvalidProduct},
-		{"at another price than the line's", []any{created, line512}, order.AddLine{ProductID: 512, Quantity: 1, UnitPrice: 1}, order.CodePriceMismatch},
+		{"at another price than the line's", []any{created, line512}, order.AddLine{ProductID: 512, Quantity: 1, UnitPrice: 1}, order.CodeInvalidPrice},
 		{"once the order is confirmed", []any{created, line512, status(order.StatusNew, order.StatusConfirmed)}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 1}, order.CodeNotNew},
 		{"so large the line's amount overflows", []any{created}, order.AddLine{ProductID: 1, Quantity: 1 << 62, UnitPrice: 1 << 62}, order.CodeTooLarge},
 		{"so large the total passes the limit", []any{created, order.LineAdded{ProductID: 1, Quantity: 1, UnitPrice: order.MaxAmount}}, order.AddLine{ProductID: 2, Quantity: 1, UnitPrice: 1}, order.CodeTooLarge},

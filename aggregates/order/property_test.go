@@ -59,7 +59,7 @@ func (m *model) apply(c any) string {
 		case c.UnitPrice < 0:
 			return order.CodeInvalidPrice
 		case i >= 0 && m.lines[i].UnitPrice != c.UnitPrice:
-			return order.CodePriceMismatch
+			return order.CodeInvalidPrice
 		case i >= 0:
 			m.lines[i].Quantity += c.Quantity
 		default:
