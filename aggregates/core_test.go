@@ -414,3 +414,61 @@ func TestSnapshotsOfOtherAggregatesOrGarbageAreRefused(t *testing.T) {
 		t.Fatalf("snapshot restored v%d %+v, %v", same.Version(), same.State(), err)
 	}
 }
+
+func TestPanickingInvariantChangesNothing(t *testing.T) {
+	d, err := aggregates.Define("fragile",
+		aggregates.When("Added", func(s *tally, e added) { s.Count += e.N }),
+		aggregates.Handle("Add", func(s tally, c add) ([]any, error) { return []any{added{N: c.N}}, nil }),
+		aggregates.Invariant(func(s *tally) error {
+			if s.Count == 5 {
+				panic("five")
+			}
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := aggregatetest.New(t, d).GivenCommands(add{N: 2})
+	f.When(add{N: 3}).ThenError(aggregates.ErrHandlerPanic)
+	var pe *aggregates.PanicError
+	if !errors.As(f.Err(), &pe) || pe.Value != "five" {
+		t.Fatalf("error %v", f.Err())
+	}
+	f.When(add{N: 4}).Then(added{N: 4})
+}
+
+func TestResultForClassifiesEveryOutcome(t *testing.T) {
+	d := tallyDef(t)
+	cmd, _ := d.NewCommand("t", add{N: 1}, aggregates.Metadata{CorrelationID: "flow"})
+	ev := aggregates.Event{ID: ulid.Make(), Version: 4}
+	for _, tc := range []struct {
+		name   string
+		events []aggregates.Event
+		err    error
+		status aggregates.ResultStatus
+		code   string
+		want   int64 // version
+	}{
+		{"accepted with events", []aggregates.Event{ev}, nil, aggregates.StatusAccepted, "", 4},
+		{"accepted without events", nil, nil, aggregates.StatusAccepted, "", 3},
+		{"duplicate", nil, &aggregates.DuplicateError{}, aggregates.StatusDuplicate, "", 3},
+		{"rejected by the handler", nil, aggregates.Reject("too_big", "no"), aggregates.StatusRejected, "too_big", 3},
+		{"invariant", nil, &aggregates.InvariantError{Err: errors.New("x")}, aggregates.StatusRejected, aggregates.CodeInvariantViolated, 3},
+		{"conflict", nil, &aggregates.ConcurrencyError{}, aggregates.StatusRejected, aggregates.CodeConcurrencyConflict, 3},
+		{"panic", nil, &aggregates.PanicError{Where: "h", Value: 1}, aggregates.StatusRejected, aggregates.CodeHandlerPanic, 3},
+		{"unknown command", nil, fmt.Errorf("x: %w", aggregates.ErrUnknownCommandType), aggregates.StatusInvalid, aggregates.CodeUnknownCommand, 3},
+		{"wrong aggregate", nil, fmt.Errorf("x: %w", aggregates.ErrWrongAggregate), aggregates.StatusInvalid, aggregates.CodeKeyMismatch, 3},
+		{"malformed data", nil, &aggregates.DecodeError{What: "command data", Err: errors.New("x")}, aggregates.StatusInvalid, aggregates.CodeMalformed, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := aggregates.ResultFor(&cmd, "tally", 3, tc.events, tc.err)
+			if r.Status != tc.status || r.Code != tc.code || r.Version != tc.want || r.CommandID != cmd.ID.String() ||
+				r.CorrelationID != "flow" || r.AggregateType != "tally" || (tc.code == "") != (r.Reason == "") {
+				t.Fatalf("%+v", r)
+			}
+			if len(tc.events) > 0 && (len(r.EventIDs) != 1 || r.EventIDs[0] != ev.ID.String()) {
+				t.Fatalf("event ids %v", r.EventIDs)
+			}
+		})
+	}
+}
