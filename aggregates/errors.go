@@ -64,6 +64,7 @@ func Reject(code, format string, args ...any) error {
 	return &Rejection{Code: code, Reason: fmt.Sprintf(format, args...)}
 }
 
+// Error describes the rejection for logs and result reasons.
 func (r *Rejection) Error() string { return "command rejected: " + r.Code + ": " + r.Reason }
 
 // Is reports whether target is ErrRejected.
@@ -76,6 +77,7 @@ type InvariantError struct {
 	Err       error  // what the invariant check returned
 }
 
+// Error describes the broken invariant for logs and result reasons.
 func (e *InvariantError) Error() string {
 	return fmt.Sprintf("invariant violated after %s (version %d): %v", e.EventType, e.Version, e.Err)
 }
@@ -93,6 +95,7 @@ type ConcurrencyError struct {
 	Actual      int64
 }
 
+// Error describes the conflict for logs and result reasons.
 func (e *ConcurrencyError) Error() string {
 	return fmt.Sprintf("concurrency conflict on %q: command expected version %d, aggregate is at version %d; reload the aggregate and retry", e.AggregateID, e.Expected, e.Actual)
 }
@@ -107,6 +110,7 @@ type DuplicateError struct {
 	Version     int64 // the aggregate's current version
 }
 
+// Error describes the duplicate for logs and result reasons.
 func (e *DuplicateError) Error() string {
 	return fmt.Sprintf("command %s was already processed by %q (now at version %d); it produced no new events", e.CommandID, e.AggregateID, e.Version)
 }
@@ -121,6 +125,7 @@ type DecodeError struct {
 	Err  error
 }
 
+// Error describes the decoding failure for logs and result reasons.
 func (e *DecodeError) Error() string {
 	if e.Type != "" {
 		return fmt.Sprintf("decoding %s %s: %v", e.What, e.Type, e.Err)
@@ -142,6 +147,7 @@ type SchemaError struct {
 	Reason  string
 }
 
+// Error describes the unreadable schema version for logs and result reasons.
 func (e *SchemaError) Error() string {
 	return fmt.Sprintf("event %s has schema version %d, code reads version %d: %s", e.Type, e.Have, e.Current, e.Reason)
 }
@@ -156,6 +162,7 @@ type VersionGapError struct {
 	Got         int64
 }
 
+// Error describes the gap for logs and result reasons.
 func (e *VersionGapError) Error() string {
 	return fmt.Sprintf("aggregate %q expected event version %d, got %d: history has a gap or a duplicate", e.AggregateID, e.Want, e.Got)
 }
@@ -169,6 +176,7 @@ type PanicError struct {
 	Value any
 }
 
+// Error describes the panic for logs and result reasons.
 func (e *PanicError) Error() string { return fmt.Sprintf("%s panicked: %v", e.Where, e.Value) }
 
 // Is reports whether target is ErrHandlerPanic.
