@@ -198,7 +198,10 @@ func (e *Event) Encode() ([]byte, error) {
 	if sv == 0 {
 		sv = 1
 	}
-	b := make([]byte, 0, 320+len(data)+len(e.Subject)+len(e.Actor)+len(e.CorrelationID))
+	// The attribute names, the ULID, the time and the versions take at most
+	// 360 bytes; the strings may need escaping, which then grows b once.
+	b := make([]byte, 0, 360+len(data)+len(e.Type)+len(e.Source)+len(e.Subject)+len(e.AggregateType)+
+		len(e.CausationID)+len(e.CorrelationID)+len(e.Actor))
 	b = append(b, `{"specversion":"1.0","id":"`...)
 	var id [ulid.EncodedSize]byte
 	_ = e.ID.MarshalTextTo(id[:]) // cannot fail: the buffer has the right size
