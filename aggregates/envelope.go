@@ -349,7 +349,6 @@ const (
 	CodeUnknownCommand      = "unknown_command"
 	CodeKeyMismatch         = "key_mismatch"
 	CodeTooLarge            = "too_large"
-	CodeUnavailable         = "aggregate_unavailable"
 )
 
 // ResultFor classifies the outcome of Root.Execute into a Result: the

@@ -160,6 +160,7 @@ func BenchmarkCachedOrderHeap(b *testing.B) {
 	now := time.Now()
 	for i := 0; i < b.N; i++ {
 		runtime.GC()
+		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		c := newCache()
@@ -181,7 +182,7 @@ func BenchmarkCachedOrderHeap(b *testing.B) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-bytes/order")
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-bytes/order")
 		runtime.KeepAlive(c)
 	}
 }
