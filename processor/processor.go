@@ -166,6 +166,17 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	for t := range p.bindings {
 		commandTopics = append(commandTopics, t)
 	}
+	// The writer exists before the session: a restore started by the first
+	// assignment may already hand it a checkpoint.
+	var writerDone chan struct{}
+	cancelWriter := func() {}
+	if p.cfg.Snapshots != nil {
+		p.writer = newWriter(p)
+		var wctx context.Context
+		wctx, cancelWriter = context.WithCancel(context.Background())
+		writerDone = make(chan struct{})
+		go func() { defer close(writerDone); p.writer.run(wctx) }()
+	}
 	restoreCtx, cancelRestores := context.WithCancel(context.Background())
 	p.restoreCtx = restoreCtx
 	sess, err := kgo.NewGroupTransactSession(p.kafkaOpts(
@@ -187,18 +198,13 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	)...)
 	if err != nil {
 		cancelRestores()
+		cancelWriter()
+		if writerDone != nil {
+			<-writerDone
+		}
 		return fmt.Errorf("creating transact session: %w", err)
 	}
 	p.sess.Store(sess)
-	var writerDone chan struct{}
-	cancelWriter := func() {}
-	if p.cfg.Snapshots != nil {
-		p.writer = newWriter(p)
-		var wctx context.Context
-		wctx, cancelWriter = context.WithCancel(context.Background())
-		writerDone = make(chan struct{})
-		go func() { defer close(writerDone); p.writer.run(wctx) }()
-	}
 	defer func() {
 		cancelRestores()
 		p.restoreWG.Wait()
