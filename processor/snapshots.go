@@ -146,27 +146,27 @@ func (w *writer) run(ctx context.Context) {
 	}
 }
 
-// save writes one job. Before writing a checkpoint it checks that the
-// store still holds the partition's previous one: if it vanished (Redis was
-// flushed), snapshots of aggregates no longer in memory may be gone too, so
-// the checkpoint is not written and the partition is restored with a full
-// replay instead.
+// save writes one job. A checkpoint continues the one the store should
+// hold (Checkpoint.Continues, checked atomically with the write): if that
+// vanished — Redis was flushed — snapshots of aggregates no longer in memory
+// may be gone too, so the store refuses the checkpoint and the partition is
+// restored with a full replay instead.
 func (w *writer) save(ctx context.Context, j *writeJob) error {
 	pt, store := j.pt, w.p.cfg.Snapshots
 	cp := j.cp
-	if cp != nil && pt.cpExpected.Load() {
-		_, ok, err := store.Checkpoint(ctx, pt.b.kind.Name(), pt.id)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			w.p.log.Warn("the snapshot store lost this partition's checkpoint (flushed?); restoring it with a full replay", "aggregate_type", pt.b.kind.Name(), "partition", pt.id)
-			pt.storeLost.Store(true)
-			cp = nil
-		}
+	if cp != nil {
+		c := *cp
+		c.Continues = pt.cpExpected.Load()
+		cp = &c
 	}
 	snaps := mapValues(j.snaps)
-	if err := store.Save(ctx, pt.b.kind.Name(), pt.id, cp, snaps); err != nil {
+	err := store.Save(ctx, pt.b.kind.Name(), pt.id, cp, snaps)
+	if errors.Is(err, snapshots.ErrCheckpointGone) {
+		w.p.log.Warn("the snapshot store lost this partition's checkpoint (flushed?); restoring it with a full replay", "aggregate_type", pt.b.kind.Name(), "partition", pt.id)
+		pt.storeLost.Store(true)
+		cp, err = nil, nil
+	}
+	if err != nil {
 		return err
 	}
 	w.p.stats.snapshotsSaved.Add(int64(len(snaps)))

@@ -114,6 +114,31 @@ func runConformance(t *testing.T, b backend) {
 		noCheckpoint(t, s, "order", 0)
 	})
 
+	t.Run("a continuing checkpoint is refused once the previous one is gone", func(t *testing.T) {
+		s := b.open(t)
+		ctx := testCtx(t)
+		snap := []Snapshot{{AggregateID: "a", Version: 1, Offset: 5, Stamp: "order/v1", Data: []byte("x")}}
+		cont := &Checkpoint{Offset: 6, Stamp: "order/v1", Continues: true}
+		// No checkpoint yet: the snapshots are saved, the checkpoint is not.
+		if err := s.Save(ctx, "order", 0, cont, snap); !errors.Is(err, ErrCheckpointGone) {
+			t.Fatalf("Save continuing nothing: %v, want ErrCheckpointGone", err)
+		}
+		noCheckpoint(t, s, "order", 0)
+		if _, ok, err := s.Load(ctx, "order", 0, "a"); err != nil || !ok {
+			t.Fatalf("the snapshots of a refused checkpoint were not saved: %v %v", ok, err)
+		}
+		// After a plain checkpoint, continuing works.
+		if err := s.Save(ctx, "order", 0, &Checkpoint{Offset: 6, Stamp: "order/v1"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Save(ctx, "order", 0, &Checkpoint{Offset: 9, Stamp: "order/v1", Continues: true}, nil); err != nil {
+			t.Fatalf("continuing an existing checkpoint: %v", err)
+		}
+		if cp, ok, err := s.Checkpoint(ctx, "order", 0); err != nil || !ok || cp.Offset != 9 || cp.Continues {
+			t.Fatalf("checkpoint %+v %v %v, want offset 9 (Continues is not stored)", cp, ok, err)
+		}
+	})
+
 	t.Run("saved snapshots and checkpoint load back unchanged", func(t *testing.T) {
 		s := b.open(t)
 		all := make([]byte, 256*64)

@@ -140,8 +140,12 @@ func (m *Memory) Save(ctx context.Context, aggType string, partition int32, cp *
 		s.Data = bytes.Clone(s.Data)
 		p.snaps[s.AggregateID] = s
 	}
+	if cp != nil && cp.Continues && p.cp == nil {
+		return fmt.Errorf("snapshots: saving the checkpoint of %s: %w (the %d snapshots were saved)", where(aggType, partition), ErrCheckpointGone, len(snaps))
+	}
 	if cp != nil && (p.cp == nil || cp.Offset >= p.cp.Offset) {
 		c := *cp
+		c.Continues = false
 		p.cp = &c
 	}
 	return nil

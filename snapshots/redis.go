@@ -23,7 +23,8 @@ const dropBatch = 1000
 //
 // KEYS[1] is the checkpoint key and KEYS[2..] the snapshot keys; ARGV[i] is
 // the encoded value for KEYS[i], ARGV[1] being "" when there is no
-// checkpoint. A stored value is kept when it has the same format byte and a
+// checkpoint; the last ARGV is "1" when the checkpoint may only continue an
+// existing one (Checkpoint.Continues). A stored value is kept when it has the same format byte and a
 // greater ordering field (bytes 2..9, which compare like the signed number,
 // see redis_codec.go); anything else (missing, newer-or-equal input, a value
 // that is not ours, a key of another type) is overwritten. The field is
@@ -52,7 +53,14 @@ for i = 2, #KEYS do
   write[i] = not keep(KEYS[i], ARGV[i])
 end
 local cp = 0
-if ARGV[1] ~= '' and not keep(KEYS[1], ARGV[1]) then cp = 1 end
+local gone = 0
+if ARGV[1] ~= '' then
+  if ARGV[#KEYS + 1] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+    gone = 1
+  elseif not keep(KEYS[1], ARGV[1]) then
+    cp = 1
+  end
+end
 local written = 0
 for i = 2, #KEYS do
   if write[i] then
@@ -61,7 +69,7 @@ for i = 2, #KEYS do
   end
 end
 if cp == 1 then redis.call('SET', KEYS[1], ARGV[1]) end
-return {written, cp}
+return {written, cp, gone}
 `
 
 // Redis is a snapshot store in Redis: a single node, a Sentinel-managed
@@ -303,18 +311,26 @@ func (r *Redis) Save(ctx context.Context, aggType string, partition int32, cp *C
 		snaps = newest(snaps)
 	}
 	keys := make([]string, 1+len(snaps))
-	args := make([]any, 1+len(snaps))
+	args := make([]any, 2+len(snaps))
 	keys[0] = r.checkpointKey(aggType, partition)
 	args[0] = ""
+	args[len(args)-1] = "0"
 	if cp != nil {
 		args[0] = encodeCheckpoint(*cp)
+		if cp.Continues {
+			args[len(args)-1] = "1"
+		}
 	}
 	prefix := r.snapshotKey(aggType, partition, "")
 	for i, s := range snaps {
 		keys[i+1] = prefix + s.AggregateID
 		args[i+1] = encodeSnapshot(s)
 	}
-	if err := r.save.Run(ctx, r.client, keys, args...).Err(); err != nil {
+	res, err := r.save.Run(ctx, r.client, keys, args...).Int64Slice()
+	if err == nil && len(res) == 3 && res[2] == 1 {
+		return fmt.Errorf("snapshots: saving the checkpoint of %s: %w (the %d snapshots were saved)", where(aggType, partition), ErrCheckpointGone, len(snaps))
+	}
+	if err != nil {
 		what := fmt.Sprintf("%d snapshots", len(snaps))
 		if cp != nil {
 			what += " and the checkpoint"

@@ -77,6 +77,13 @@ type Checkpoint struct {
 	Offset int64 // next events-topic offset to replay from
 	Stamp  string
 	Time   time.Time
+	// Continues, on a checkpoint given to Save, writes it only if the
+	// partition still has a checkpoint. One that vanished (a flushed store)
+	// may have taken snapshots with it that the new checkpoint would claim,
+	// so Save then writes the snapshots but not the checkpoint and returns
+	// ErrCheckpointGone. The check and the write are one atomic step. It is
+	// not stored.
+	Continues bool
 }
 
 // Sentinel errors, matched with errors.Is.
@@ -90,6 +97,11 @@ var (
 	ErrCorrupt = errors.New("corrupt stored snapshot data")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("snapshot store is closed")
+	// ErrCheckpointGone is returned by Save when its checkpoint has
+	// Continues set and the partition has no checkpoint any more: the
+	// snapshots were written, the checkpoint was not. Restore the partition
+	// from the events (a full replay) before checkpointing it again.
+	ErrCheckpointGone = errors.New("the partition's previous checkpoint is gone")
 	// ErrInvalid is returned when an argument can never be stored: an empty
 	// or brace-carrying aggregate type, a negative partition, an empty
 	// aggregate id, a malformed URL or option.
