@@ -314,3 +314,26 @@ func TestEvictionKeepsStatesRight(t *testing.T) {
 	}
 	r.p.mu.Unlock()
 }
+
+func TestRedisFlushedDuringARunIsDetectedAndRepaired(t *testing.T) {
+	e := newSnapEnv(t, 2)
+	const aggs = 2000
+	cfg := e.config(t, "flush-live")
+	cfg.CacheSize = 100 // most counters live only in Redis
+	cfg.CheckpointEvents = 500
+	r := startProcessor(t, cfg)
+	recs := creates(t, e.kind, e.names.Commands, aggs)
+	produceAll(t, e.prod, recs)
+	waitResults(t, e.c, e.names.Results, aggs, 60*time.Second)
+	waitStat(t, "checkpoints", func() int64 { return r.p.Stats().Checkpoints }, 2)
+
+	e.redis.FlushAll() // evicted counters' snapshots are gone
+	more, sum := adds(t, e.kind, e.names.Commands, aggs, 3000, 1)
+	produceAll(t, e.prod, more)
+	all := append(recs, more...)
+	checkExactlyOnce(t, e.c, e.kind, e.names, expect(aggs, all, sum), 120*time.Second)
+	if st := r.p.Stats(); st.FullReplays < 3 { // 2 at start, at least 1 after the flush
+		t.Errorf("the flush was not detected: %+v", st)
+	}
+	checkExpectedVersions(t, e, all, aggs)
+}
