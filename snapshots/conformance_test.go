@@ -21,6 +21,9 @@ type store interface {
 	Save(ctx context.Context, aggType string, partition int32, cp *Checkpoint, snaps []Snapshot) error
 	DropPartition(ctx context.Context, aggType string, partition int32) error
 	Close() error
+	Claim(ctx context.Context, aggType string, partition int32, epoch string) (Checkpoint, bool, error)
+	LoadLeased(ctx context.Context, aggType string, partition int32, lease Lease, ids []string) (map[string]Snapshot, error)
+	SaveLeased(ctx context.Context, aggType string, partition int32, lease Lease, cp *Checkpoint, snaps []Snapshot) (Lease, error)
 }
 
 var (
@@ -112,6 +115,80 @@ func runConformance(t *testing.T, b backend) {
 			t.Fatalf("an empty Save: %v", err)
 		}
 		noCheckpoint(t, s, "order", 0)
+	})
+
+	t.Run("leases: claim, write, read, and every way of losing one", func(t *testing.T) {
+		s := b.open(t)
+		ctx := testCtx(t)
+		mustSave(t, s, "order", 0, &Checkpoint{Offset: 7, Stamp: "order/v1"}, snap("old", 3, "O"))
+		cp, ok, err := s.Claim(ctx, "order", 0, "E1")
+		if err != nil || !ok || cp.Offset != 7 {
+			t.Fatalf("Claim = %+v %v %v; want the checkpoint at 7", cp, ok, err)
+		}
+		l := Lease{Epoch: "E1"}
+		l2, err := s.SaveLeased(ctx, "order", 0, l, &Checkpoint{Offset: 9, Stamp: "order/v1"}, []Snapshot{snap("a", 1, "A")})
+		if err != nil || l2 != (Lease{Epoch: "E1", Seq: 1}) {
+			t.Fatalf("SaveLeased = %+v, %v; want E1:1", l2, err)
+		}
+		got, err := s.LoadLeased(ctx, "order", 0, l2, []string{"a", "old", "none"})
+		if err != nil || len(got) != 2 || got["a"].Version != 1 || got["old"].Version != 3 {
+			t.Fatalf("LoadLeased = %v, %v; want a@1 and old@3", got, err)
+		}
+		// An older Seq of the same epoch is still ours: a write whose
+		// answer was lost may have been applied.
+		if _, err := s.LoadLeased(ctx, "order", 0, l, nil); err != nil {
+			t.Fatalf("LoadLeased with an older Seq: %v", err)
+		}
+		l3, err := s.SaveLeased(ctx, "order", 0, l, nil, []Snapshot{snap("a", 2, "A2")})
+		if err != nil || l3.Seq != 2 {
+			t.Fatalf("re-sent SaveLeased = %+v, %v; want Seq 2", l3, err)
+		}
+		lost := func(what string, err error, found bool) {
+			t.Helper()
+			var le *LeaseError
+			if !errors.Is(err, ErrLeaseLost) || !errors.As(err, &le) || (le.Found != nil) != found {
+				t.Fatalf("%s: %v; want a LeaseError (stored lease found: %v)", what, err, found)
+			}
+		}
+		// The store went back in time: it holds fewer writes than we had
+		// acknowledged.
+		_, err = s.LoadLeased(ctx, "order", 0, Lease{Epoch: "E1", Seq: 5}, []string{"a"})
+		lost("LoadLeased after a rollback", err, true)
+		_, err = s.SaveLeased(ctx, "order", 0, Lease{Epoch: "E1", Seq: 5}, nil, []Snapshot{snap("a", 9, "A9")})
+		lost("SaveLeased after a rollback", err, true)
+		// Another owner claims: our writes and reads are refused, theirs work.
+		if _, _, err := s.Claim(ctx, "order", 0, "E2"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.SaveLeased(ctx, "order", 0, l3, &Checkpoint{Offset: 99}, []Snapshot{snap("a", 9, "A9")})
+		lost("SaveLeased of a former owner", err, true)
+		_, err = s.LoadLeased(ctx, "order", 0, l3, []string{"a"})
+		lost("LoadLeased of a former owner", err, true)
+		if got := mustLoad(t, s, "order", 0, "a"); got.Version != 2 {
+			t.Fatalf("a former owner's refused save changed a: version %d", got.Version)
+		}
+		if cp := mustCheckpoint(t, s, "order", 0); cp.Offset != 9 {
+			t.Fatalf("a former owner's refused save moved the checkpoint to %d", cp.Offset)
+		}
+		if _, err := s.SaveLeased(ctx, "order", 0, Lease{Epoch: "E2"}, nil, []Snapshot{snap("b", 0, "B")}); err != nil {
+			t.Fatalf("the new owner's save: %v", err)
+		}
+		// The partition is dropped (as a flush would): the lease is gone.
+		if err := s.DropPartition(ctx, "order", 0); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.LoadLeased(ctx, "order", 0, Lease{Epoch: "E2", Seq: 1}, []string{"b"})
+		lost("LoadLeased after a drop", err, false)
+		_, err = s.SaveLeased(ctx, "order", 0, Lease{Epoch: "E2", Seq: 1}, &Checkpoint{Offset: 1}, nil)
+		lost("SaveLeased after a drop", err, false)
+		noCheckpoint(t, s, "order", 0)
+		// Claiming an empty partition finds no checkpoint.
+		if _, ok, err := s.Claim(ctx, "order", 0, "E3"); err != nil || ok {
+			t.Fatalf("Claim of an empty partition: %v %v", ok, err)
+		}
+		if _, _, err := s.Claim(ctx, "order", 0, ""); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("Claim with an empty epoch: %v, want ErrInvalid", err)
+		}
 	})
 
 	t.Run("a continuing checkpoint is refused once the previous one is gone", func(t *testing.T) {

@@ -27,6 +27,7 @@ type memKey struct {
 
 type memPartition struct {
 	cp    *Checkpoint
+	lease *Lease
 	snaps map[string]Snapshot
 }
 
@@ -127,12 +128,151 @@ func (m *Memory) Save(ctx context.Context, aggType string, partition int32, cp *
 	if cp == nil && len(snaps) == 0 {
 		return nil
 	}
-	key := memKey{aggType, partition}
+	p := m.partition(memKey{aggType, partition})
+	if cp != nil && cp.Continues && p.cp == nil {
+		m.write(p, nil, snaps)
+		return fmt.Errorf("snapshots: saving the checkpoint of %s: %w (the %d snapshots were saved)", where(aggType, partition), ErrCheckpointGone, len(snaps))
+	}
+	m.write(p, cp, snaps)
+	return nil
+}
+
+// Claim makes epoch the partition's lease, with Seq 0, and returns the
+// checkpoint as it was at that instant (see Lease).
+func (m *Memory) Claim(ctx context.Context, aggType string, partition int32, epoch string) (cp Checkpoint, ok bool, err error) {
+	err = m.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkEpoch(epoch)
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s: %w", where(aggType, partition), err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s: %w", where(aggType, partition), ErrClosed)
+	}
+	p := m.partition(memKey{aggType, partition})
+	p.lease = &Lease{Epoch: epoch}
+	if p.cp == nil {
+		return Checkpoint{}, false, nil
+	}
+	return *p.cp, true, nil
+}
+
+// LoadLeased is LoadMany that first checks, at the same instant, that the
+// partition's lease is still lease (same epoch, Seq at least lease.Seq); if
+// not it returns an error matching ErrLeaseLost and no snapshots.
+func (m *Memory) LoadLeased(ctx context.Context, aggType string, partition int32, lease Lease, ids []string) (map[string]Snapshot, error) {
+	err := m.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkIDs(ids)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), ErrClosed)
+	}
+	p := m.parts[memKey{aggType, partition}]
+	var found *Lease
+	if p != nil {
+		found = p.lease
+	}
+	if err := checkLease(where(aggType, partition), lease, found); err != nil {
+		return nil, err
+	}
+	out := make(map[string]Snapshot, len(ids))
+	for _, id := range ids {
+		if s, ok := p.snaps[id]; ok {
+			s.Data = bytes.Clone(s.Data)
+			out[id] = s
+		}
+	}
+	return out, nil
+}
+
+// SaveLeased is Save made only while the partition's lease is still lease
+// (same epoch, Seq at least lease.Seq); it adds one to the stored Seq and
+// returns the new lease. When the lease is not ours it writes nothing and
+// returns an error matching ErrLeaseLost. Checkpoint.Continues is ignored.
+func (m *Memory) SaveLeased(ctx context.Context, aggType string, partition int32, lease Lease, cp *Checkpoint, snaps []Snapshot) (Lease, error) {
+	err := m.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkSnapshots(snaps)
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("snapshots: saving %d snapshots of %s: %w", len(snaps), where(aggType, partition), err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Lease{}, fmt.Errorf("snapshots: saving %d snapshots of %s: %w", len(snaps), where(aggType, partition), ErrClosed)
+	}
+	p := m.parts[memKey{aggType, partition}]
+	var found *Lease
+	if p != nil {
+		found = p.lease
+	}
+	if err := checkLease(where(aggType, partition), lease, found); err != nil {
+		return Lease{}, err
+	}
+	m.write(p, cp, snaps)
+	p.lease = &Lease{Epoch: found.Epoch, Seq: found.Seq + 1}
+	return *p.lease, nil
+}
+
+// Flush forgets everything, as FLUSHALL does to Redis.
+func (m *Memory) Flush() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		clear(m.parts)
+	}
+}
+
+// Copy returns an independent copy of the store's content, as a Redis
+// snapshot (RDB) would be: tests restore it to make a store go back in
+// time.
+func (m *Memory) Copy() *Memory {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c := NewMemory()
+	for k, p := range m.parts {
+		q := &memPartition{snaps: make(map[string]Snapshot, len(p.snaps))}
+		if p.cp != nil {
+			cp := *p.cp
+			q.cp = &cp
+		}
+		if p.lease != nil {
+			l := *p.lease
+			q.lease = &l
+		}
+		for id, s := range p.snaps {
+			s.Data = bytes.Clone(s.Data)
+			q.snaps[id] = s
+		}
+		c.parts[k] = q
+	}
+	return c
+}
+
+// partition returns the partition's entry, creating it. m.mu must be held
+// for writing.
+func (m *Memory) partition(key memKey) *memPartition {
 	p := m.parts[key]
 	if p == nil {
-		p = &memPartition{snaps: make(map[string]Snapshot, len(snaps))}
+		p = &memPartition{snaps: map[string]Snapshot{}}
 		m.parts[key] = p
 	}
+	return p
+}
+
+// write applies a Save's snapshots and checkpoint to p, keeping newer
+// stored snapshots and never moving the checkpoint back.
+func (m *Memory) write(p *memPartition, cp *Checkpoint, snaps []Snapshot) {
 	for _, s := range snaps {
 		if cur, ok := p.snaps[s.AggregateID]; ok && cur.Version > s.Version {
 			continue
@@ -140,15 +280,11 @@ func (m *Memory) Save(ctx context.Context, aggType string, partition int32, cp *
 		s.Data = bytes.Clone(s.Data)
 		p.snaps[s.AggregateID] = s
 	}
-	if cp != nil && cp.Continues && p.cp == nil {
-		return fmt.Errorf("snapshots: saving the checkpoint of %s: %w (the %d snapshots were saved)", where(aggType, partition), ErrCheckpointGone, len(snaps))
-	}
 	if cp != nil && (p.cp == nil || cp.Offset >= p.cp.Offset) {
 		c := *cp
 		c.Continues = false
 		p.cp = &c
 	}
-	return nil
 }
 
 // DropPartition forgets the partition's checkpoint and snapshots.

@@ -18,6 +18,25 @@ const DefaultKeyPrefix = "chronicle:"
 // in DropPartition.
 const dropBatch = 1000
 
+// compareFunctions are the Lua helpers of the write scripts: keep(key, new)
+// is true when the stored value at key must be kept because it has the same
+// format byte and a greater ordering field than new (see saveScript).
+const compareFunctions = `
+local function order(v)
+  local _, a, b, c, d, e, f, g, h = string.byte(v, 1, 9)
+  return ((a * 256 + b) * 256 + c) * 256 + d, ((e * 256 + f) * 256 + g) * 256 + h
+end
+local function keep(key, new)
+  local cur = redis.pcall('GETRANGE', key, 0, 8)
+  if type(cur) ~= 'string' or #cur < 9 or string.byte(cur, 1) ~= string.byte(new, 1) then
+    return false
+  end
+  local ch, cl = order(cur)
+  local nh, nl = order(new)
+  return ch > nh or (ch == nh and cl > nl)
+end
+`
+
 // saveScript is the Save write: compare-and-set of every snapshot and the
 // checkpoint in one script, which Redis runs atomically.
 //
@@ -34,20 +53,7 @@ const dropBatch = 1000
 // Every read happens before the first write. Redis refuses a script for lack
 // of memory only at its first write, never after it, so the script either
 // writes nothing or everything it decided to write.
-const saveScript = `
-local function order(v)
-  local _, a, b, c, d, e, f, g, h = string.byte(v, 1, 9)
-  return ((a * 256 + b) * 256 + c) * 256 + d, ((e * 256 + f) * 256 + g) * 256 + h
-end
-local function keep(key, new)
-  local cur = redis.pcall('GETRANGE', key, 0, 8)
-  if type(cur) ~= 'string' or #cur < 9 or string.byte(cur, 1) ~= string.byte(new, 1) then
-    return false
-  end
-  local ch, cl = order(cur)
-  local nh, nl = order(new)
-  return ch > nh or (ch == nh and cl > nl)
-end
+const saveScript = compareFunctions + `
 local write = {}
 for i = 2, #KEYS do
   write[i] = not keep(KEYS[i], ARGV[i])
@@ -70,6 +76,64 @@ for i = 2, #KEYS do
 end
 if cp == 1 then redis.call('SET', KEYS[1], ARGV[1]) end
 return {written, cp, gone}
+`
+
+// claimScript is Claim: KEYS[1] is the lease key, KEYS[2] the checkpoint
+// key, ARGV[1] the new lease. It returns {1, checkpoint}, {0, ”} when there
+// is no checkpoint, or {2, ”} when the checkpoint key holds another type.
+// The read comes before the write, so an out-of-memory refusal leaves
+// everything as it was.
+const claimScript = `
+local cp = redis.pcall('GET', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1])
+if type(cp) == 'table' then return {2, ''} end
+if not cp then return {0, ''} end
+return {1, cp}
+`
+
+// loadScript is LoadLeased's read: KEYS[1] is the lease key and KEYS[2..]
+// the snapshot keys. It returns {lease or nil, {values or nil...}}. It never
+// writes, so Redis runs it also when out of memory.
+const loadScript = `
+local l = redis.pcall('GET', KEYS[1])
+if type(l) ~= 'string' then l = false end
+local v = {}
+if #KEYS > 1 then v = redis.pcall('MGET', unpack(KEYS, 2)) end
+return {l, v}
+`
+
+// loadBatch is how many snapshots one loadScript call reads: Lua's unpack
+// is bounded by its stack (about 8000 values).
+const loadBatch = 1000
+
+// leasedSaveScript is SaveLeased: saveScript's compare-and-set, made only
+// while the lease is the caller's, and adding one to the lease's sequence.
+//
+// KEYS[1] is the lease key, KEYS[2] the checkpoint key and KEYS[3..] the
+// snapshot keys. ARGV[1] is the caller's epoch, ARGV[2] its sequence, ARGV[3]
+// the encoded checkpoint or "", and ARGV[i+1] the value for KEYS[i], i >= 3.
+// It returns {newSeq} after writing, {-1} when there is no lease, {-2, seq,
+// epoch} when the epoch differs and {-3, seq, epoch} when the stored
+// sequence is below the caller's. Every read happens before the first write.
+const leasedSaveScript = compareFunctions + `
+local l = redis.pcall('GET', KEYS[1])
+if type(l) ~= 'string' then return {-1} end
+local ep, seq = string.match(l, '^(.*):(%d+)$')
+if not ep then return {-1} end
+seq = tonumber(seq)
+if ep ~= ARGV[1] then return {-2, seq, ep} end
+if seq < tonumber(ARGV[2]) then return {-3, seq, ep} end
+local write = {}
+for i = 3, #KEYS do
+  write[i] = not keep(KEYS[i], ARGV[i + 1])
+end
+local cp = ARGV[3] ~= '' and not keep(KEYS[2], ARGV[3])
+for i = 3, #KEYS do
+  if write[i] then redis.call('SET', KEYS[i], ARGV[i + 1]) end
+end
+if cp then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('SET', KEYS[1], ep .. ':' .. string.format('%d', seq + 1))
+return {seq + 1}
 `
 
 // Redis is a snapshot store in Redis: a single node, a Sentinel-managed
@@ -121,6 +185,9 @@ type Redis struct {
 	prefix     string
 	ownsClient bool
 	save       *redis.Script
+	claim      *redis.Script
+	saveLeased *redis.Script
+	load       *redis.Script
 	closed     atomic.Bool
 }
 
@@ -147,9 +214,12 @@ func NewRedis(client redis.UniversalClient, opts ...RedisOption) (*Redis, error)
 		return nil, fmt.Errorf("snapshots: creating a Redis store: %w: the client is nil; pass a redis.UniversalClient or use Open with a URL", ErrInvalid)
 	}
 	r := &Redis{
-		client: client,
-		prefix: DefaultKeyPrefix,
-		save:   redis.NewScript(saveScript),
+		client:     client,
+		prefix:     DefaultKeyPrefix,
+		save:       redis.NewScript(saveScript),
+		claim:      redis.NewScript(claimScript),
+		saveLeased: redis.NewScript(leasedSaveScript),
+		load:       redis.NewScript(loadScript),
 	}
 	var errs []error
 	for _, o := range opts {
@@ -260,8 +330,18 @@ func (r *Redis) LoadMany(ctx context.Context, aggType string, partition int32, i
 	if err != nil {
 		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s from Redis (MGET): %w; check that Redis is up and reachable", len(ids), where(aggType, partition), err)
 	}
+	if err := r.decodeMany(ids, keys, vals, out); err != nil {
+		return out, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), err)
+	}
+	return out, nil
+}
+
+// decodeMany decodes MGET's answer for keys (of ids) into out. It returns a
+// *CorruptError naming the first value that did not decode, after decoding
+// all the others.
+func (r *Redis) decodeMany(ids, keys []string, vals []any, out map[string]Snapshot) error {
 	if len(vals) != len(keys) {
-		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: Redis answered MGET with %d values", len(ids), where(aggType, partition), len(vals))
+		return fmt.Errorf("redis answered MGET with %d values for %d keys", len(vals), len(keys))
 	}
 	var corrupt error
 	for i, v := range vals {
@@ -274,7 +354,7 @@ func (r *Redis) LoadMany(ctx context.Context, aggType string, partition int32, i
 		case []byte:
 			b = v
 		default:
-			return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: Redis answered MGET with a %T for %s", len(ids), where(aggType, partition), v, keys[i])
+			return fmt.Errorf("redis answered MGET with a %T for %s", v, keys[i])
 		}
 		s, reason := decodeSnapshot(b)
 		if reason != "" {
@@ -286,10 +366,7 @@ func (r *Redis) LoadMany(ctx context.Context, aggType string, partition int32, i
 		s.AggregateID = ids[i]
 		out[ids[i]] = s
 	}
-	if corrupt != nil {
-		return out, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), corrupt)
-	}
-	return out, nil
+	return corrupt
 }
 
 // Save stores snaps and, when cp is not nil, the checkpoint, atomically (see
@@ -340,9 +417,165 @@ func (r *Redis) Save(ctx context.Context, aggType string, partition int32, cp *C
 	return nil
 }
 
-// DropPartition deletes the partition's checkpoint and snapshots.
+// Claim makes epoch the partition's lease, with Seq 0, and returns the
+// checkpoint as it was at that instant, in one script (see Lease). When the
+// stored checkpoint is corrupt the claim still took effect and the error
+// matches ErrCorrupt: replay without it.
+func (r *Redis) Claim(ctx context.Context, aggType string, partition int32, epoch string) (cp Checkpoint, ok bool, err error) {
+	err = r.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkEpoch(epoch)
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s: %w", where(aggType, partition), err)
+	}
+	cpKey := r.checkpointKey(aggType, partition)
+	res, err := r.claim.Run(ctx, r.client, []string{r.leaseKey(aggType, partition), cpKey}, Lease{Epoch: epoch}.encode()).Slice()
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s in Redis: %w; check that Redis is up, reachable and not out of memory", where(aggType, partition), err)
+	}
+	if len(res) != 2 {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s: Redis answered with %d values, want 2", where(aggType, partition), len(res))
+	}
+	code, _ := res[0].(int64)
+	switch code {
+	case 0:
+		return Checkpoint{}, false, nil
+	case 2:
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s: %w", where(aggType, partition), &CorruptError{Key: cpKey, Reason: "the key holds another Redis type than a string"})
+	}
+	b, _ := res[1].(string)
+	cp, reason := decodeCheckpoint([]byte(b))
+	if reason != "" {
+		return Checkpoint{}, false, fmt.Errorf("snapshots: claiming %s: %w", where(aggType, partition), &CorruptError{Key: cpKey, Reason: reason})
+	}
+	return cp, true, nil
+}
+
+// LoadLeased is LoadMany that reads the partition's lease in the same
+// script (so at the same instant; a script because Redis refuses MULTI when
+// it is out of memory, and reads must keep working then), loadBatch ids at a
+// time, and refuses, with an error matching ErrLeaseLost and no
+// snapshots, unless it is still lease (same epoch, Seq at least lease.Seq).
+func (r *Redis) LoadLeased(ctx context.Context, aggType string, partition int32, lease Lease, ids []string) (map[string]Snapshot, error) {
+	err := r.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkIDs(ids)
+	}
+	if err == nil {
+		err = checkEpoch(lease.Epoch)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), err)
+	}
+	keys := make([]string, len(ids))
+	prefix := r.snapshotKey(aggType, partition, "")
+	for i, id := range ids {
+		keys[i] = prefix + id
+	}
+	out := make(map[string]Snapshot, len(ids))
+	var corrupt error
+	for {
+		n := min(len(keys), loadBatch)
+		err := r.loadLeasedBatch(ctx, aggType, partition, lease, ids[:n], keys[:n], out)
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		if corrupt == nil {
+			corrupt = err
+		}
+		ids, keys = ids[n:], keys[n:]
+		if len(keys) == 0 {
+			break
+		}
+	}
+	return out, corrupt
+}
+
+// loadLeasedBatch runs loadScript for keys (of ids) and decodes into out.
+func (r *Redis) loadLeasedBatch(ctx context.Context, aggType string, partition int32, lease Lease, ids, keys []string, out map[string]Snapshot) error {
+	res, err := r.load.Run(ctx, r.client, append([]string{r.leaseKey(aggType, partition)}, keys...)).Slice()
+	if err != nil {
+		return fmt.Errorf("snapshots: loading %d snapshots of %s from Redis: %w; check that Redis is up and reachable", len(ids), where(aggType, partition), err)
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("snapshots: loading %d snapshots of %s: Redis answered with %d values, want 2", len(ids), where(aggType, partition), len(res))
+	}
+	var found *Lease
+	if l, ok := res[0].(string); ok {
+		if dl, ok := decodeLease(l); ok {
+			found = &dl
+		}
+	}
+	if err := checkLease(where(aggType, partition), lease, found); err != nil {
+		return err
+	}
+	vals, _ := res[1].([]any)
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := r.decodeMany(ids, keys, vals, out); err != nil {
+		return fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), err)
+	}
+	return nil
+}
+
+// SaveLeased is Save made only while the partition's lease is still lease
+// (same epoch, Seq at least lease.Seq), adding one to the stored Seq, in one
+// script; it returns the new lease. When the lease is not ours nothing is
+// written and the error matches ErrLeaseLost. Checkpoint.Continues is
+// ignored.
+func (r *Redis) SaveLeased(ctx context.Context, aggType string, partition int32, lease Lease, cp *Checkpoint, snaps []Snapshot) (Lease, error) {
+	err := r.enter(ctx, aggType, partition)
+	if err == nil {
+		err = checkSnapshots(snaps)
+	}
+	if err == nil {
+		err = checkEpoch(lease.Epoch)
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("snapshots: saving %d snapshots of %s: %w", len(snaps), where(aggType, partition), err)
+	}
+	if len(snaps) > 1 {
+		snaps = newest(snaps)
+	}
+	keys := make([]string, 2+len(snaps))
+	args := make([]any, 3+len(snaps))
+	keys[0], keys[1] = r.leaseKey(aggType, partition), r.checkpointKey(aggType, partition)
+	args[0], args[1], args[2] = lease.Epoch, lease.Seq, ""
+	if cp != nil {
+		args[2] = encodeCheckpoint(*cp)
+	}
+	prefix := r.snapshotKey(aggType, partition, "")
+	for i, s := range snaps {
+		keys[i+2] = prefix + s.AggregateID
+		args[i+3] = encodeSnapshot(s)
+	}
+	res, err := r.saveLeased.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		what := fmt.Sprintf("%d snapshots", len(snaps))
+		if cp != nil {
+			what += " and the checkpoint"
+		}
+		return Lease{}, fmt.Errorf("snapshots: saving %s of %s to Redis: %w; check that Redis is up, reachable and not out of memory (the save was applied whole or not at all, and saving again is safe)", what, where(aggType, partition), err)
+	}
+	code, _ := res[0].(int64)
+	if code >= 0 {
+		return Lease{Epoch: lease.Epoch, Seq: code}, nil
+	}
+	var found *Lease
+	if len(res) == 3 {
+		seq, _ := res[1].(int64)
+		ep, _ := res[2].(string)
+		found = &Lease{Epoch: ep, Seq: seq}
+	}
+	return Lease{}, checkLease(where(aggType, partition), lease, found)
+}
+
+// DropPartition deletes the partition's lease, checkpoint and snapshots.
 //
-// The checkpoint goes first and, once more, last: whatever a concurrent Save
+// The lease goes first, so a holder of it learns at its next load that
+// the snapshots are gone. The checkpoint goes first and, once more, last: whatever a concurrent Save
 // writes meanwhile, no checkpoint survives that claims snapshots this call
 // removed. Snapshots are found with SCAN on the node that owns the
 // partition's slot and removed with UNLINK, dropBatch at a time, so a large
@@ -353,8 +586,8 @@ func (r *Redis) DropPartition(ctx context.Context, aggType string, partition int
 		return fmt.Errorf("snapshots: dropping %s: %w", where(aggType, partition), err)
 	}
 	cpKey := r.checkpointKey(aggType, partition)
-	if err := r.client.Unlink(ctx, cpKey).Err(); err != nil {
-		return fmt.Errorf("snapshots: dropping %s: deleting its checkpoint: %w; check that Redis is up and reachable, then retry", where(aggType, partition), err)
+	if err := r.client.Unlink(ctx, r.leaseKey(aggType, partition), cpKey).Err(); err != nil {
+		return fmt.Errorf("snapshots: dropping %s: deleting its lease and checkpoint: %w; check that Redis is up and reachable, then retry", where(aggType, partition), err)
 	}
 	node, err := r.nodeFor(ctx, cpKey)
 	if err != nil {
@@ -438,6 +671,10 @@ func (r *Redis) tag(aggType string, partition int32) string {
 
 func (r *Redis) checkpointKey(aggType string, partition int32) string {
 	return r.tag(aggType, partition) + ":cp"
+}
+
+func (r *Redis) leaseKey(aggType string, partition int32) string {
+	return r.tag(aggType, partition) + ":lease"
 }
 
 func (r *Redis) snapshotKey(aggType string, partition int32, id string) string {

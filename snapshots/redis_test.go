@@ -409,3 +409,42 @@ func TestRedisOutOfMemorySaveWritesNothing(t *testing.T) {
 	mustSave(t, r, "order", 0, &Checkpoint{Offset: 1000}, snaps...)
 	mustCheckpoint(t, r, "order", 0)
 }
+
+// TestRedisOutOfMemoryRefusesLeasedWritesWhole runs the documented setting
+// (maxmemory with noeviction) into its limit: a leased save and a claim are
+// refused whole and change nothing, reads keep working under the lease.
+func TestRedisOutOfMemoryRefusesLeasedWritesWhole(t *testing.T) {
+	srv := redistest.Start(t)
+	s := openRedis(t, srv.URL())
+	ctx := testCtx(t)
+	if _, _, err := s.Claim(ctx, "order", 0, "E1"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.SaveLeased(ctx, "order", 0, Lease{Epoch: "E1"}, &Checkpoint{Offset: 3, Stamp: "order/v1"}, []Snapshot{snap("a", 1, "A")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.client.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.client.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.client.ConfigSet(context.Background(), "maxmemory", "0") })
+	if _, err := s.SaveLeased(ctx, "order", 0, l, &Checkpoint{Offset: 8, Stamp: "order/v1"}, []Snapshot{snap("a", 2, "A2"), snap("b", 0, "B")}); err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("SaveLeased at maxmemory: %v, want an OOM error", err)
+	}
+	if _, _, err := s.Claim(ctx, "order", 0, "E2"); err == nil {
+		t.Fatal("Claim at maxmemory succeeded")
+	}
+	got, err := s.LoadLeased(ctx, "order", 0, l, []string{"a", "b"})
+	if err != nil {
+		t.Fatalf("LoadLeased at maxmemory: %v; reads must keep working", err)
+	}
+	if len(got) != 1 || got["a"].Version != 1 {
+		t.Fatalf("after a refused save the store holds %v; want a@1 only", got)
+	}
+	if cp := mustCheckpoint(t, s, "order", 0); cp.Offset != 3 {
+		t.Fatalf("after a refused save the checkpoint is at %d, want 3", cp.Offset)
+	}
+}
