@@ -12,7 +12,11 @@ type entry struct {
 	// offset is the events-topic offset of the aggregate's last committed
 	// event (-1: unknown or none), stored with its snapshot.
 	offset int64
-	elem   *list.Element
+	// stored is the version of the aggregate's snapshot the store
+	// acknowledged (-1: none needed, the aggregate has no events; -2:
+	// unknown); queued the version last handed to the writer.
+	stored, queued int64
+	elem           *list.Element
 }
 
 // cache holds a partition's aggregates, least recently used last. It is not
@@ -35,7 +39,7 @@ func (c *cache) get(id string) *entry {
 
 // put adds an aggregate as the most recently used.
 func (c *cache) put(agg aggregates.Aggregate, offset int64) *entry {
-	e := &entry{agg: agg, offset: offset}
+	e := &entry{agg: agg, offset: offset, stored: -2, queued: -2}
 	e.elem = c.order.PushFront(agg.ID())
 	c.entries[agg.ID()] = e
 	return e

@@ -134,6 +134,23 @@ func (p *Processor) Run(ctx context.Context) error {
 		p.log.Info("topics ready", "prefix", b.names.Prefix, "partitions", n)
 	}
 	p.readyOnce.Do(func() { close(p.ready) })
+	// The writer outlives sessions: checkpoints taken when a session ends
+	// (revokes) are still written after it.
+	if p.cfg.Snapshots != nil {
+		p.writer = newWriter(p.cfg.Snapshots, p.log, &p.stats)
+		wctx, cancelWriter := context.WithCancel(context.Background())
+		writerDone := make(chan struct{})
+		go func() { defer close(writerDone); p.writer.run(wctx) }()
+		defer func() {
+			if !p.crashed() {
+				dctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+				p.writer.drain(dctx)
+				cancel()
+			}
+			cancelWriter()
+			<-writerDone
+		}()
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		err := p.runSession(ctx)
@@ -166,17 +183,6 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	for t := range p.bindings {
 		commandTopics = append(commandTopics, t)
 	}
-	// The writer exists before the session: a restore started by the first
-	// assignment may already hand it a checkpoint.
-	var writerDone chan struct{}
-	cancelWriter := func() {}
-	if p.cfg.Snapshots != nil {
-		p.writer = newWriter(p)
-		var wctx context.Context
-		wctx, cancelWriter = context.WithCancel(context.Background())
-		writerDone = make(chan struct{})
-		go func() { defer close(writerDone); p.writer.run(wctx) }()
-	}
 	restoreCtx, cancelRestores := context.WithCancel(context.Background())
 	p.restoreCtx = restoreCtx
 	sess, err := kgo.NewGroupTransactSession(p.kafkaOpts(
@@ -198,25 +204,12 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	)...)
 	if err != nil {
 		cancelRestores()
-		cancelWriter()
-		if writerDone != nil {
-			<-writerDone
-		}
 		return fmt.Errorf("creating transact session: %w", err)
 	}
 	p.sess.Store(sess)
 	defer func() {
 		cancelRestores()
 		p.restoreWG.Wait()
-		if writerDone != nil {
-			if !p.crashed() {
-				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
-				p.writer.drain(ctx)
-				cancel()
-			}
-			cancelWriter()
-			<-writerDone
-		}
 		if !p.crashed() {
 			sess.Close() // leaves the group; revokes everything
 		} else {
@@ -294,13 +287,6 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	if p.crashed() {
 		return errors.New("crashed")
 	}
-	if p.cfg.Snapshots != nil && p.txnErr.Load() == nil {
-		for part := range t.touched {
-			if err := part.verifyCheckpoint(ctx, p); err != nil {
-				p.txnErr.CompareAndSwap(nil, ptr(err))
-			}
-		}
-	}
 	try := kgo.TryCommit
 	if perr := p.txnErr.Load(); perr != nil {
 		p.log.Warn("aborting transaction after a produce error", "err", *perr)
@@ -317,11 +303,11 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	if committed && err == nil {
 		p.stats.txnsCommitted.Add(1)
 		for part := range touched {
-			part.committed()
-			if p.cfg.Snapshots != nil && !part.isClosed() {
-				part.evict(p, p.cfg.CacheSize)
-				if part.checkpointDue(p) {
-					part.checkpoint(p)
+			part.st.committed()
+			if !part.isClosed() {
+				part.st.evict()
+				if part.st.checkpointDue(p.cfg.CheckpointEvents, p.cfg.CheckpointInterval) {
+					part.st.checkpoint()
 				}
 			}
 		}
@@ -366,12 +352,13 @@ func (p *Processor) settleStoresLocked() {
 		if !part.isRestored() {
 			continue
 		}
-		if part.storeLost.Load() {
-			p.reset(part, true)
+		if err := part.st.lostErr(); err != nil {
+			p.reset(part, false)
 			continue
 		}
-		if part.checkpointDue(p) {
-			part.checkpoint(p)
+		part.st.evict()
+		if part.st.checkpointDue(p.cfg.CheckpointEvents, p.cfg.CheckpointInterval) {
+			part.st.checkpoint()
 		}
 	}
 }
@@ -391,7 +378,7 @@ func (p *Processor) shutdown(sess *kgo.GroupTransactSession, t *txn) error {
 		p.mu.Lock()
 		for _, part := range p.parts {
 			if part.isRestored() {
-				part.checkpoint(p)
+				part.st.checkpoint()
 			}
 		}
 		p.mu.Unlock()
@@ -462,7 +449,7 @@ func (p *Processor) assigned(_ context.Context, cl *kgo.Client, assigned map[str
 			continue
 		}
 		for _, id := range parts {
-			part := newPartition(b, id)
+			part := p.newPartition(b, id)
 			p.parts[topicPartition{topic, id}] = part
 			p.startRestore(cl, part)
 		}
@@ -482,8 +469,8 @@ func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string
 		for _, id := range parts {
 			tp := topicPartition{topic, id}
 			if part := p.parts[tp]; part != nil {
-				if p.cfg.Snapshots != nil && part.isRestored() {
-					part.checkpoint(p) // skipped if the open transaction touched it
+				if part.isRestored() && !p.crashed() {
+					part.st.checkpoint() // skipped if the open transaction touched it
 				}
 				part.close()
 				delete(p.parts, tp)
@@ -509,7 +496,7 @@ func (p *Processor) reset(part *partition, full bool) {
 		return // revoked meanwhile
 	}
 	part.close()
-	fresh := newPartition(part.b, part.id)
+	fresh := p.newPartition(part.b, part.id)
 	fresh.forceFull = full || part.forceFull
 	p.parts[tp] = fresh
 	cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
@@ -530,6 +517,14 @@ func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 				break
 			}
 			if ctx.Err() != nil || part.isClosed() {
+				return
+			}
+			var stop *StoppedError
+			if errors.As(err, &stop) {
+				part.stopped.Store(stop)
+				p.stats.stopped.Add(1)
+				p.log.Error("partition stopped: the running code cannot restore it; its commands wait until an instance that can takes it over",
+					"topic", stop.Topic, "partition", stop.Partition, "offset", stop.Offset, "event_type", stop.Type, "schema_version", stop.SchemaVersion, "err", stop.Err)
 				return
 			}
 			p.log.Error("restoring partition failed; retrying", "topic", part.b.names.Events, "partition", part.id, "err", err, "retry_in", backoff)
@@ -576,13 +571,14 @@ type Stats struct {
 	SnapshotsSaved     int64
 	Checkpoints        int64 // checkpoints written
 	Evictions          int64 // aggregates evicted from the cache
+	Stopped            int64 // partitions stopped because the running code cannot restore them
 }
 
 type counters struct {
 	commands, accepted, rejected, duplicates, invalid, forwarded, events atomic.Int64
 	txnsCommitted, txnsAborted, restores, eventsReplayed                 atomic.Int64
 	fullReplays, checkpointRestores, fallbacks, snapshotLoads            atomic.Int64
-	snapshotsSaved, checkpoints, evictions                               atomic.Int64
+	snapshotsSaved, checkpoints, evictions, stopped                      atomic.Int64
 }
 
 // Stats returns a copy of the counters.
@@ -595,7 +591,7 @@ func (p *Processor) Stats() Stats {
 		Restores: s.restores.Load(), EventsReplayed: s.eventsReplayed.Load(),
 		FullReplays: s.fullReplays.Load(), CheckpointRestores: s.checkpointRestores.Load(), Fallbacks: s.fallbacks.Load(),
 		SnapshotLoads: s.snapshotLoads.Load(), SnapshotsSaved: s.snapshotsSaved.Load(), Checkpoints: s.checkpoints.Load(),
-		Evictions: s.evictions.Load(),
+		Evictions: s.evictions.Load(), Stopped: s.stopped.Load(),
 	}
 }
 

@@ -308,7 +308,7 @@ func TestEvictionKeepsStatesRight(t *testing.T) {
 	}
 	r.p.mu.Lock()
 	for tp, part := range r.p.parts {
-		if n := part.cache.len(); n > cfg.CacheSize+cfg.CommitEvery {
+		if n := part.st.cache.len(); n > cfg.CacheSize+cfg.CommitEvery {
 			t.Errorf("partition %v caches %d aggregates, bound %d", tp, n, cfg.CacheSize)
 		}
 	}

@@ -1,0 +1,206 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/topics"
+)
+
+// Header names on DLQ and forwarded records.
+const (
+	HeaderError         = "chronicle-error"
+	HeaderCode          = "chronicle-code"
+	HeaderSourceTopic   = "chronicle-source-topic"
+	HeaderSourcePart    = "chronicle-source-partition"
+	HeaderSourceOffset  = "chronicle-source-offset"
+	HeaderCommandID     = "chronicle-command-id"
+	HeaderForwardedFrom = "chronicle-forwarded-from"
+)
+
+// process handles the records of one poll, in offset order.
+func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, recs []*kgo.Record) {
+	if err := pt.st.prefetch(ctx, pt.ownedIDs(p, recs)); err != nil {
+		p.log.Warn("cannot load aggregates from the snapshot store; aborting the transaction and restoring the partition", "partition", pt.id, "err", err)
+		if errors.Is(err, errUntrusted) {
+			pt.forceFull = true
+		}
+		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
+		return
+	}
+	for _, r := range recs {
+		pt.handle(ctx, p, sess, r)
+	}
+	// One state record per aggregate changed in this batch.
+	for id, a := range pt.st.open {
+		if a == nil {
+			continue
+		}
+		v, err := a.MarshalState()
+		if err != nil {
+			p.log.Error("encoding state failed; state topic not updated", "aggregate", id, "err", err)
+			continue
+		}
+		p.produce(sess, &kgo.Record{Topic: pt.b.names.State, Partition: pt.id, Key: []byte(id), Value: v})
+		pt.st.open[id] = nil // produced; keep the key: the aggregate is busy until the end of the transaction
+	}
+}
+
+// handle decides one command record.
+func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record) {
+	p.stats.commands.Add(1)
+	if len(r.Value) > p.cfg.MaxCommandBytes {
+		cmd, _ := aggregates.DecodeCommand(r.Value)
+		pt.invalid(p, sess, r, &cmd, aggregates.CodeTooLarge, fmt.Sprintf("command is %d bytes, the limit is %d: split it or raise --max-command-bytes", len(r.Value), p.cfg.MaxCommandBytes))
+		return
+	}
+	cmd, err := aggregates.DecodeCommand(r.Value)
+	if err != nil {
+		pt.invalid(p, sess, r, &cmd, aggregates.CodeMalformed, err.Error())
+		return
+	}
+	if string(r.Key) != cmd.AggregateID {
+		pt.invalid(p, sess, r, &cmd, aggregates.CodeKeyMismatch, fmt.Sprintf("record key %q does not match aggregate_id %q: key commands by their aggregate id", truncate(r.Key), cmd.AggregateID))
+		return
+	}
+	if owner := p.owner.Of(r.Key, pt.b.n); owner != pt.id {
+		p.stats.forwarded.Add(1)
+		fwd := &kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
+			kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))})}
+		p.produce(sess, fwd)
+		return
+	}
+	ent, err := pt.st.get(ctx, cmd.AggregateID)
+	if err != nil {
+		// Without the aggregate's state the command cannot be decided: the
+		// transaction aborts and the partition is restored, from Kafka
+		// alone if the store cannot be trusted.
+		p.log.Warn("cannot load aggregate; aborting the transaction", "aggregate", cmd.AggregateID, "err", err)
+		if errors.Is(err, errUntrusted) {
+			pt.forceFull = true
+		}
+		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading %q: %w", cmd.AggregateID, err)))
+		return
+	}
+	a := ent.agg
+	events, err := execute(a, &cmd, p.cfg.Now)
+	a.ClearChanges()
+	res := aggregates.ResultFor(&cmd, pt.b.kind.Name(), a.Version(), events, err)
+	for i := range events {
+		v, err := events[i].Encode()
+		if err != nil {
+			// The aggregate already applied it: this transaction must not
+			// commit, and the partition is restored from Kafka.
+			p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding event %s of %q: %w", events[i].Type, cmd.AggregateID, err)))
+			return
+		}
+		rec := &kgo.Record{Topic: pt.b.names.Events, Partition: pt.id, Key: topics.EventKey(cmd.AggregateID, events[i].Version), Value: v}
+		pt.st.changed(a, rec)
+		p.produce(sess, rec)
+	}
+	if len(events) > 0 {
+		p.stats.events.Add(int64(len(events)))
+	}
+	switch res.Status {
+	case aggregates.StatusAccepted:
+		p.stats.accepted.Add(1)
+	case aggregates.StatusDuplicate:
+		p.stats.duplicates.Add(1)
+	case aggregates.StatusRejected:
+		p.stats.rejected.Add(1)
+	}
+	if res.Status == aggregates.StatusInvalid || res.Code == aggregates.CodeHandlerPanic {
+		pt.deadLetter(p, sess, r, &cmd, res.Code, res.Reason)
+		if res.Status == aggregates.StatusInvalid {
+			p.stats.invalid.Add(1)
+		}
+	}
+	pt.result(p, sess, &res)
+}
+
+// ownedIDs returns the distinct record keys of recs that this partition
+// owns: the aggregates its commands address.
+func (pt *partition) ownedIDs(p *Processor, recs []*kgo.Record) []string {
+	ids := make([]string, 0, len(recs))
+	seen := make(map[string]struct{}, len(recs))
+	for _, r := range recs {
+		if len(r.Key) == 0 || p.owner.Of(r.Key, pt.b.n) != pt.id {
+			continue
+		}
+		if _, ok := seen[string(r.Key)]; ok {
+			continue
+		}
+		seen[string(r.Key)] = struct{}{}
+		ids = append(ids, string(r.Key))
+	}
+	return ids
+}
+
+// execute runs the command, turning a panic anywhere in it into an error.
+func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Time) (events []aggregates.Event, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			events, err = nil, &aggregates.PanicError{Where: "executing " + cmd.Type, Value: v}
+		}
+	}()
+	return a.Execute(cmd, now())
+}
+
+// invalid answers an undecodable or unacceptable command: an invalid result
+// when its id could be read, and always a DLQ record.
+func (pt *partition) invalid(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, code, reason string) {
+	p.stats.invalid.Add(1)
+	pt.deadLetter(p, sess, r, cmd, code, reason)
+	if cmd.ID == (ulid.ULID{}) {
+		p.log.Warn("command without a readable id sent to the DLQ", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason)
+		return
+	}
+	res := aggregates.Result{CommandID: cmd.ID.String(), CommandType: cmd.Type, AggregateType: pt.b.kind.Name(),
+		AggregateID: cmd.AggregateID, Status: aggregates.StatusInvalid, Version: -1, Code: code, Reason: reason,
+		CorrelationID: cmd.Correlation(), Time: p.cfg.Now()}
+	pt.result(p, sess, &res)
+}
+
+func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *aggregates.Result) {
+	if res.Time.IsZero() {
+		res.Time = p.cfg.Now()
+	}
+	v, err := json.Marshal(res)
+	if err != nil {
+		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding result of %s: %w", res.CommandID, err)))
+		return
+	}
+	p.produce(sess, &kgo.Record{Topic: pt.b.names.Results, Partition: -1, Key: []byte(res.CommandID), Value: v})
+}
+
+func (pt *partition) deadLetter(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, code, reason string) {
+	h := make([]kgo.RecordHeader, 0, len(r.Headers)+6)
+	h = append(h, r.Headers...)
+	h = append(h,
+		kgo.RecordHeader{Key: HeaderError, Value: []byte(reason)},
+		kgo.RecordHeader{Key: HeaderCode, Value: []byte(code)},
+		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	)
+	if cmd.ID != (ulid.ULID{}) {
+		h = append(h, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(cmd.ID.String())})
+	}
+	p.produce(sess, &kgo.Record{Topic: pt.b.names.DLQ, Partition: -1, Key: r.Key, Value: r.Value, Headers: h})
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "…"
+	}
+	return string(b)
+}
+

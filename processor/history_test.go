@@ -1,0 +1,217 @@
+package processor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/topics"
+)
+
+// decider sends commands one at a time and returns each one's result, so a
+// test can say what every single decision must be.
+type decider struct {
+	t    *testing.T
+	e    *snapEnv
+	sent int
+}
+
+func (d *decider) send(rec *kgo.Record) aggregates.Result {
+	d.t.Helper()
+	produceAll(d.t, d.e.prod, []*kgo.Record{rec})
+	d.sent++
+	cmd := mustDecode(d.t, rec.Value)
+	res := waitResults(d.t, d.e.c, d.e.names.Results, d.sent, 60*time.Second)
+	r, ok := res[cmd.ID.String()]
+	if !ok {
+		d.t.Fatalf("no result for command %s", cmd.ID)
+	}
+	return r
+}
+
+// want sends rec and fails unless its result has status and version.
+func (d *decider) want(rec *kgo.Record, status aggregates.ResultStatus, version int64) {
+	d.t.Helper()
+	r := d.send(rec)
+	if r.Status != status || r.Version != version {
+		d.t.Fatalf("%s on %s: %s at version %d (%s %s), want %s at version %d", r.CommandType, r.AggregateID, r.Status, r.Version, r.Code, r.Reason, status, version)
+	}
+}
+
+func (e *snapEnv) redisClient(t *testing.T) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: e.redis.Addr, Password: e.redis.Password()})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Issue 8, scenario 1: a checkpoint handed to a writer that cannot write
+// (Redis at maxmemory under noeviction: writes fail, reads work), then
+// eviction. The evicted aggregate's stored snapshot is one version behind;
+// deciding on it would accept version 1 a second time.
+func TestEvictionWaitsForTheStoreToAcknowledge(t *testing.T) {
+	e := newSnapEnv(t, 1)
+	cfg := e.config(t, "evict-oom")
+	cfg.CacheSize = 3
+	cfg.CheckpointEvents = 1
+	cfg.CommitEvery = 1
+	r := startProcessor(t, cfg)
+	d := &decider{t: t, e: e}
+	ctx := context.Background()
+	rc := e.redisClient(t)
+
+	d.want(command(t, e.kind, e.names.Commands, "c-0", createCounter{}, nil), aggregates.StatusAccepted, 0)
+	waitStat(t, "checkpoints", func() int64 { return r.p.Stats().Checkpoints }, 1)
+	if err := rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 1}, nil), aggregates.StatusAccepted, 1)
+	for i := 1; i <= 5; i++ {
+		d.want(command(t, e.kind, e.names.Commands, fmt.Sprintf("c-%d", i), createCounter{}, nil), aggregates.StatusAccepted, 0)
+	}
+	d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 1}, nil), aggregates.StatusAccepted, 2)
+	if err := rc.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Once Redis takes writes again the cache shrinks back to its size and
+	// c-0 comes back from its snapshot at version 2.
+	for i := 1; i <= 5; i++ {
+		d.want(command(t, e.kind, e.names.Commands, fmt.Sprintf("c-%d", i), addCounter{N: 1}, nil), aggregates.StatusAccepted, 1)
+	}
+	d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 1}, nil), aggregates.StatusAccepted, 3)
+	if st := r.p.Stats(); st.Evictions == 0 {
+		t.Errorf("nothing was evicted, the test proves nothing: %+v", st)
+	}
+	eventsByAggregate(t, e.c, e.kind, e.names.Events, 1)
+}
+
+// Issue 8, scenario 2: Redis flushed before the partition's first
+// checkpoint was stored. An evicted aggregate is then in neither memory nor
+// Redis; taking it for new would accept its creation a second time.
+func TestFlushBeforeTheFirstCheckpointIsDetected(t *testing.T) {
+	e := newSnapEnv(t, 1)
+	cfg := e.config(t, "flush-first")
+	cfg.CacheSize = 3
+	cfg.CommitEvery = 1
+	cfg.CheckpointEvents = 1_000_000
+	cfg.CheckpointInterval = time.Hour
+	r := startProcessor(t, cfg)
+	d := &decider{t: t, e: e}
+	for i := range 10 {
+		d.want(command(t, e.kind, e.names.Commands, fmt.Sprintf("c-%d", i), createCounter{}, nil), aggregates.StatusAccepted, 0)
+	}
+	waitStat(t, "evictions", func() int64 { return r.p.Stats().Evictions }, 1)
+	e.redis.FlushAll()
+	for i := range 10 {
+		r := d.send(command(t, e.kind, e.names.Commands, fmt.Sprintf("c-%d", i), createCounter{}, nil))
+		if r.Status != aggregates.StatusRejected || r.Code != "already_exists" {
+			t.Fatalf("creating c-%d again after the flush: %s %s at version %d, want rejected already_exists", i, r.Status, r.Code, r.Version)
+		}
+	}
+	eventsByAggregate(t, e.c, e.kind, e.names.Events, 1)
+}
+
+// idsByPartition returns, for each of n partitions, a counter id it owns.
+func idsByPartition(n int32) []string {
+	owner := topics.NewOwner()
+	out := make([]string, n)
+	for i, found := 0, int32(0); found < n; i++ {
+		id := fmt.Sprintf("c-%d", i)
+		if p := owner.Of([]byte(id), n); out[p] == "" {
+			out[p] = id
+			found++
+		}
+	}
+	return out
+}
+
+// Issue 8, scenario 3: an event the running code cannot decode (a newer
+// schema version, written by a newer instance in a rolling deploy). Skipping
+// it would leave the aggregate a version short and the next command would
+// reuse that version; the partition must stop instead, alone.
+func TestUndecodableEventStopsItsPartitionOnly(t *testing.T) {
+	e := newSnapEnv(t, 2)
+	ids := idsByPartition(2)
+	stuck, fine := ids[0], ids[1]
+	// History written by a newer instance: stuck has version 0 that this
+	// code reads and version 1 of a schema it does not know.
+	newer := e.kind.New(stuck)
+	created, err := newer.Execute(mustCommand(t, e.kind, stuck, createCounter{}), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v0, err := created[0].Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, err := newer.Execute(mustCommand(t, e.kind, stuck, addCounter{N: 5}), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	added[0].SchemaVersion = 2 // this code only reads schema version 1
+	v1, err := added[0].Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceAll(t, e.prod, []*kgo.Record{
+		{Topic: e.names.Events, Partition: 0, Key: topics.EventKey(stuck, 0), Value: v0},
+		{Topic: e.names.Events, Partition: 0, Key: topics.EventKey(stuck, 1), Value: v1},
+	})
+	var logs syncBuffer
+	cfg := e.config(t, "undecodable")
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	r := startProcessor(t, cfg)
+	waitStat(t, "stopped partitions", func() int64 { return r.p.Stats().Stopped }, 1)
+	d := &decider{t: t, e: e}
+	d.want(command(t, e.kind, e.names.Commands, fine, createCounter{}, nil), aggregates.StatusAccepted, 0)
+	produceAll(t, e.prod, []*kgo.Record{command(t, e.kind, e.names.Commands, stuck, addCounter{N: 1}, nil)})
+	time.Sleep(time.Second)
+	if res := readAll(t, e.c, e.names.Results); len(res) != 1 {
+		t.Fatalf("%d results; the stopped partition must decide nothing, want only %s's", len(res), fine)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "offset=1") || !strings.Contains(out, "schema_version=2") || !strings.Contains(out, "counter.Added") {
+		t.Errorf("no ERROR log naming the offset, type and schema version:\n%s", out)
+	}
+	if got := r.p.Assigned()[e.names.Commands]; len(got) != 1 {
+		t.Errorf("restored partitions %v, want only the healthy one", got)
+	}
+}
+
+// mustCommand builds a command for the counter kind.
+func mustCommand(t *testing.T, kind aggregates.Kind, id string, payload any) *aggregates.Command {
+	t.Helper()
+	cmd, err := kind.NewCommand(id, payload, aggregates.Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cmd
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,418 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/snapshots"
+)
+
+// errUntrusted means the store's content cannot be trusted for a partition
+// (a corrupt snapshot, another schema, a version gap after a snapshot): it
+// is restored with a full replay.
+var errUntrusted = errors.New("snapshot store content not trusted")
+
+// errStopped marks a partition that cannot be restored by the running code:
+// it stays paused until an instance that can restore it takes it over.
+var errStopped = errors.New("partition stopped")
+
+// StoppedError is why a partition was stopped: a stored event the running
+// code cannot decode or apply. Restore never skips an event, since the
+// aggregate would end a version short and the next command would reuse that
+// version. Deploy the code that reads the event (readers of a new schema
+// version before its writers) and restart.
+type StoppedError struct {
+	Topic         string
+	Partition     int32
+	Offset        int64
+	Type          string // the event's type, when it could be read
+	SchemaVersion int    // the event's schemaversion, when it could be read
+	Err           error
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("partition %s/%d stopped at offset %d (event type %q, schema version %d): %v; the running code cannot restore it: deploy a version that reads this event (readers of a new schema version before its writers), the partition resumes on that instance",
+		e.Topic, e.Partition, e.Offset, e.Type, e.SchemaVersion, e.Err)
+}
+
+// Unwrap returns the decoding or apply error.
+func (e *StoppedError) Unwrap() []error { return []error{errStopped, e.Err} }
+
+// rawEvent is one stored event record.
+type rawEvent struct {
+	offset int64
+	value  []byte
+}
+
+// eventSource reads one events partition.
+type eventSource interface {
+	// name is "topic/partition", for messages.
+	name() string
+	// read hands every committed record at offsets [from, end), in order and
+	// in batches, to fn, and returns once all were handed.
+	read(ctx context.Context, from, end int64, fn func([]rawEvent) error) error
+}
+
+// restoreReport says what a restore did.
+type restoreReport struct {
+	mode     string // "full replay" or "from checkpoint"
+	from     int64
+	replayed int64
+	fallback bool // a checkpoint restore was abandoned for a full replay
+}
+
+// restore rebuilds the partition's aggregates from its events up to end
+// (exclusive): from the checkpoint the claim returned, when there is one it
+// can trust and full is false, else from offset 0. A snapshot that turns out
+// stale or corrupt falls back to a full replay; an event that cannot be
+// decoded or applied stops the partition (*StoppedError).
+func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full bool) (restoreReport, error) {
+	s.clearForRestore()
+	var start int64
+	if s.store != nil {
+		start = s.claim(ctx, end, full)
+	}
+	rep := restoreReport{mode: "full replay"}
+	s.complete.Store(start == 0)
+	n, err := s.replay(ctx, src, start, end)
+	if start > 0 && errors.Is(err, errUntrusted) {
+		s.log.Warn("snapshots cannot be trusted; falling back to a full replay of the partition", "events", src.name(), "err", err)
+		s.stats.fallbacks.Add(1)
+		rep.fallback = true
+		s.cache, s.unsaved = newCache(), map[string]struct{}{}
+		s.complete.Store(true)
+		start = 0
+		n, err = s.replay(ctx, src, 0, end)
+	}
+	rep.replayed = n
+	if err != nil {
+		return rep, err
+	}
+	rep.from = start
+	s.nextOffset = end
+	if start > 0 {
+		rep.mode = "from checkpoint"
+		s.stats.checkpointRestores.Add(1)
+	} else {
+		s.stats.fullReplays.Add(1)
+	}
+	if s.store != nil && len(s.unsaved) > 0 {
+		s.checkpoint() // what was replayed goes to the store
+	}
+	return rep, nil
+}
+
+// clearForRestore empties the state and gives it a new epoch, so a restore
+// retried after a failure starts from nothing and claims again.
+func (s *aggState) clearForRestore() {
+	s.cache, s.unsaved = newCache(), map[string]struct{}{}
+	clear(s.open)
+	s.produced = s.produced[:0]
+	s.nextOffset, s.eventsSinceCP = 0, 0
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch = ulid.Make().String()
+	s.claimed, s.lease, s.acks, s.lost = false, snapshots.Lease{}, nil, nil
+}
+
+// claim takes the partition's lease in the store and returns the offset to
+// replay from: the checkpoint the claim found, or 0.
+func (s *aggState) claim(ctx context.Context, end int64, full bool) int64 {
+	log := s.log.With("aggregate_type", s.kind.Name(), "partition", s.part)
+	cp, ok, err := s.store.Claim(ctx, s.kind.Name(), s.part, s.epoch)
+	if err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+		log.Warn("snapshot store unavailable; restoring with a full replay, snapshots resume when it is back", "err", err)
+		return 0
+	}
+	s.mu.Lock()
+	s.claimed, s.lease = true, snapshots.Lease{Epoch: s.epoch}
+	s.mu.Unlock()
+	switch {
+	case err != nil:
+		log.Warn("checkpoint corrupt; restoring with a full replay", "err", err)
+	case full:
+	case !ok:
+		log.Info("no checkpoint; restoring with a full replay")
+	case cp.Stamp != s.kind.StateStamp():
+		log.Warn("checkpoint written for another state schema; restoring with a full replay", "stamp", cp.Stamp, "want", s.kind.StateStamp())
+	case cp.Offset > end:
+		log.Warn("checkpoint is ahead of the events topic (was it recreated?); restoring with a full replay", "checkpoint", cp.Offset, "end", end)
+	default:
+		return cp.Offset
+	}
+	return 0
+}
+
+// replay applies the events at offsets [start, end).
+func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64) (int64, error) {
+	if end <= start {
+		return 0, nil
+	}
+	var replayed int64
+	batch := make([]decodedEvent, 0, 512)
+	var ids []string
+	err := src.read(ctx, start, end, func(recs []rawEvent) error {
+		batch, ids = batch[:0], ids[:0]
+		seen := map[string]bool{}
+		for _, r := range recs {
+			e, err := s.kind.DecodeEvent(r.value)
+			if err != nil {
+				return s.stop(src, r, err)
+			}
+			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value})
+			if !seen[e.Subject] {
+				seen[e.Subject] = true
+				ids = append(ids, e.Subject)
+			}
+		}
+		if err := s.prefetch(ctx, ids); err != nil {
+			return err
+		}
+		for i := range batch {
+			ok, err := s.replayOne(src, &batch[i])
+			if err != nil {
+				return err
+			}
+			if ok {
+				replayed++
+			}
+		}
+		s.evict()
+		if s.closed.Load() {
+			return errors.New("partition revoked during restore")
+		}
+		return nil
+	})
+	return replayed, err
+}
+
+type decodedEvent struct {
+	e      aggregates.Event
+	offset int64
+	raw    []byte
+}
+
+// replayOne applies one stored event to its (loaded) aggregate. It reports
+// whether the event was applied; an event the aggregate already contains is
+// skipped.
+func (s *aggState) replayOne(src eventSource, d *decodedEvent) (bool, error) {
+	ent := s.cache.get(d.e.Subject)
+	a := ent.agg
+	if d.e.Version <= a.Version() {
+		return false, nil // in the snapshot already
+	}
+	if d.e.Version != a.Version()+1 {
+		return false, fmt.Errorf("%w: aggregate %q is at version %d but the next stored event is version %d (offset %d): its snapshot is missing or stale",
+			errUntrusted, d.e.Subject, a.Version(), d.e.Version, d.offset)
+	}
+	if err := a.Apply(&d.e); err != nil && !errors.Is(err, aggregates.ErrInvariantViolated) {
+		return false, s.stop(src, rawEvent{offset: d.offset, value: d.raw}, err)
+	}
+	ent.offset = d.offset
+	s.unsaved[d.e.Subject] = struct{}{}
+	return true, nil
+}
+
+// stop builds the *StoppedError for a record the running code cannot
+// restore.
+func (s *aggState) stop(src eventSource, r rawEvent, err error) error {
+	var head struct {
+		Type          string `json:"type"`
+		SchemaVersion int    `json:"schemaversion"`
+	}
+	_ = json.Unmarshal(r.value, &head) // best effort: for the message only
+	return &StoppedError{Topic: src.name(), Partition: s.part, Offset: r.offset, Type: head.Type, SchemaVersion: head.SchemaVersion, Err: err}
+}
+
+// restore rebuilds pt's aggregates from its events partition (and the
+// snapshot store), once no transaction is open on that partition.
+func (p *Processor) restore(ctx context.Context, pt *partition) error {
+	events := pt.b.names.Events
+	end, err := p.stableEnd(ctx, events, pt.id, true)
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	rep, err := pt.st.restore(ctx, kafkaEvents{p: p, topic: events, part: pt.id}, end, pt.forceFull)
+	if err != nil {
+		return err
+	}
+	pt.restored.Store(true)
+	p.stats.restores.Add(1)
+	p.stats.eventsReplayed.Add(rep.replayed)
+	p.log.Info("partition restored", "topic", events, "partition", pt.id, "mode", rep.mode, "from_offset", rep.from, "end_offset", end,
+		"events", rep.replayed, "cached", pt.st.cache.len(), "took", time.Since(began))
+	return nil
+}
+
+// kafkaEvents reads an events partition from Kafka, read_committed.
+type kafkaEvents struct {
+	p     *Processor
+	topic string
+	part  int32
+}
+
+func (k kafkaEvents) name() string { return fmt.Sprintf("%s/%d", k.topic, k.part) }
+
+// read consumes [from, end). It ends when it has been handed a record at
+// end-1 or beyond, or when a fetch of the partition reports a last stable
+// offset of at least end and no records below end remain: a partition may
+// end in transaction markers or aborted records, which read_committed never
+// hands out.
+func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEvent) error) error {
+	if end <= from {
+		return nil
+	}
+	cl, err := kgo.NewClient(k.p.kafkaOpts(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.topic: {k.part: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return fmt.Errorf("creating restore client: %w", err)
+	}
+	defer cl.Close()
+	next := from // the offset after the last record handed out
+	recs := make([]rawEvent, 0, 512)
+	lastProgress, warned := time.Now(), false
+	for next < end {
+		pollCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fs := cl.PollFetches(pollCtx)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				ferr = errors.Join(ferr, err)
+			}
+		})
+		if ferr != nil {
+			return fmt.Errorf("reading %s: %w", k.name(), ferr)
+		}
+		recs = recs[:0]
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			for _, r := range fp.Records {
+				if r.Offset < next || r.Offset >= end {
+					continue
+				}
+				next = r.Offset + 1
+				if !r.Attrs.IsControl() {
+					recs = append(recs, rawEvent{offset: r.Offset, value: r.Value})
+				}
+			}
+		})
+		if len(recs) > 0 {
+			if err := fn(recs); err != nil {
+				return err
+			}
+		}
+		if next >= end {
+			return nil
+		}
+		if len(recs) > 0 {
+			lastProgress, warned = time.Now(), false
+			continue
+		}
+		// Nothing new: the rest below end may be records read_committed
+		// never returns. Kafka's stable end says whether anything committed
+		// is left to read.
+		stable, err := k.p.stableEnd(ctx, k.topic, k.part, false)
+		if err != nil {
+			return err
+		}
+		if stable >= end && time.Since(lastProgress) > 2*time.Second {
+			// Nothing arrived for a while though everything below end is
+			// decided: fetch once more from next, to be sure nothing is
+			// left, and end when that is empty too.
+			done, err := k.nothingCommittedFrom(ctx, next, end)
+			if err != nil {
+				return err
+			}
+			if done {
+				return nil
+			}
+		}
+		if !warned && time.Since(lastProgress) > 10*time.Second {
+			k.p.log.Warn("restore is waiting for events", "events", k.name(), "next_offset", next, "end_offset", end, "stable_offset", stable)
+			warned = true
+		}
+	}
+	return nil
+}
+
+// nothingCommittedFrom reports whether [from, end) holds no committed data
+// record: a fresh read_committed fetch from `from` hands out none below end.
+func (k kafkaEvents) nothingCommittedFrom(ctx context.Context, from, end int64) (bool, error) {
+	cl, err := kgo.NewClient(k.p.kafkaOpts(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.topic: {k.part: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(500*time.Millisecond),
+	)...)
+	if err != nil {
+		return false, fmt.Errorf("creating restore client: %w", err)
+	}
+	defer cl.Close()
+	pollCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	fs := cl.PollFetches(pollCtx)
+	found := false
+	fs.EachRecord(func(r *kgo.Record) {
+		if r.Offset >= from && r.Offset < end {
+			found = true
+		}
+	})
+	return !found, ctx.Err()
+}
+
+// stableEnd returns the partition's end offset once no transaction is open
+// on it (its last stable offset equals its high watermark) when wait is
+// set, else its last stable offset now. A predecessor's in-doubt
+// transaction either commits, and its events are replayed, or aborts;
+// restoring before it ends could miss events. While it waits it logs what
+// it waits on, every 10 seconds.
+func (p *Processor) stableEnd(ctx context.Context, topic string, part int32, wait bool) (int64, error) {
+	began, lastLog := time.Now(), time.Time{}
+	for {
+		stable, err := p.adm.ListCommittedOffsets(ctx, topic)
+		if err != nil {
+			return 0, fmt.Errorf("listing stable offsets of %s: %w", topic, err)
+		}
+		s, ok := stable.Lookup(topic, part)
+		if !ok || s.Err != nil {
+			return 0, fmt.Errorf("listing the stable offset of %s/%d: %w", topic, part, s.Err)
+		}
+		if !wait {
+			return s.Offset, nil
+		}
+		high, err := p.adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return 0, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+		}
+		h, ok := high.Lookup(topic, part)
+		if !ok || h.Err != nil {
+			return 0, fmt.Errorf("listing the end offset of %s/%d: %w", topic, part, h.Err)
+		}
+		if s.Offset >= h.Offset {
+			return h.Offset, nil
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			p.log.Info("waiting for an open transaction on the events partition to end before restoring", "topic", topic, "partition", part,
+				"stable_offset", s.Offset, "end_offset", h.Offset, "waited", time.Since(began).Round(time.Millisecond), "bound", p.cfg.TransactionTimeout)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,377 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/snapshots"
+)
+
+// aggState owns the aggregates of one partition: the cache, which of them
+// are newer than their stored snapshot, eviction, loading on a miss,
+// checkpoints, restore, and the partition's lease in the snapshot store. No
+// other code reads the snapshot store for a partition or decides that an
+// aggregate is new.
+//
+// # Invariants
+//
+//  1. Every aggregate get hands out equals the replay of its committed
+//     events, plus the changes of the open transaction.
+//  2. An aggregate leaves memory only once the store acknowledged, under
+//     the current lease, a snapshot of its current version (entry.stored).
+//     Handing a snapshot to the writer is not enough.
+//  3. The store is believed only under the lease: the partition is claimed
+//     (a new epoch) before a restore reads its checkpoint, and every later
+//     read checks, at the same instant, that the lease still has our epoch
+//     and at least the writes we saw acknowledged; every write is refused
+//     otherwise. A flush, a restart without or with older data, a failover
+//     to a lagging replica, another owner's claim and a delayed write of a
+//     former owner all fail that check, before anything read is used.
+//  4. An aggregate found neither in memory nor in the store is new only when
+//     that answer is covered: either every aggregate of the partition is in
+//     memory (complete: a full replay and no eviction since), or the answer
+//     came under the lease, which was taken together with a checkpoint that
+//     promises snapshots of every aggregate with events below it, and every
+//     aggregate evicted since was acknowledged (2).
+//  5. A checkpoint at offset O is handed to the writer together with the
+//     snapshot of every aggregate whose committed version is newer than its
+//     acknowledged snapshot; the writer stores them in order, so the
+//     checkpoint is never stored before the snapshots it relies on.
+//  6. Restore never skips a stored event: one that cannot be decoded or
+//     applied stops the partition (errStopped).
+//
+// # Threads
+//
+// One goroutine at a time uses an aggState: its restore, then the worker of
+// a batch, then the main loop between transactions. The writer goroutine
+// only calls ack, lose and leaseForWrite, which take mu.
+type aggState struct {
+	kind      aggregates.Kind
+	part      int32
+	store     SnapshotStore // nil: every aggregate stays in memory
+	writer    *writer
+	cacheSize int
+	log       *slog.Logger
+	stats     *counters
+	epoch     string // this state's claim on the store
+
+	cache    *cache
+	complete atomic.Bool                     // every aggregate of the partition is in the cache
+	unsaved  map[string]struct{}             // committed versions newer than their stored snapshot
+	open     map[string]aggregates.Aggregate // changed in the open transaction (nil: state record produced)
+	produced []producedEvent                 // events produced in the open transaction
+
+	nextOffset    int64 // events offset after the last committed event
+	eventsSinceCP int
+	lastCP        time.Time
+	closed        atomic.Bool
+
+	mu      sync.Mutex // guards the fields below
+	claimed bool
+	lease   snapshots.Lease
+	acks    []ack
+	lost    error // the lease was lost: the store cannot be trusted any more
+}
+
+// ack is the writer's report of one stored save.
+type ack struct {
+	versions map[string]int64
+}
+
+type producedEvent struct {
+	id  string
+	rec *kgo.Record // its Offset is known once the transaction committed
+}
+
+// newAggState returns an empty state for a partition, with an epoch of its
+// own.
+func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *writer, cacheSize int, log *slog.Logger, stats *counters) *aggState {
+	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
+		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
+		open: map[string]aggregates.Aggregate{}, lastCP: time.Now()}
+	s.complete.Store(true)
+	return s
+}
+
+// errStoreLost wraps the reason the snapshot store cannot be trusted for
+// the partition: it is restored from Kafka.
+var errStoreLost = errors.New("snapshot store cannot be trusted for this partition")
+
+// get returns the aggregate id: from memory, from the store, or new.
+func (s *aggState) get(ctx context.Context, id string) (*entry, error) {
+	if e := s.cache.get(id); e != nil {
+		return e, nil
+	}
+	if err := s.load(ctx, []string{id}); err != nil {
+		return nil, err
+	}
+	return s.cache.get(id), nil
+}
+
+// prefetch brings the aggregates ids into memory with one store read.
+func (s *aggState) prefetch(ctx context.Context, ids []string) error {
+	var missing []string
+	for _, id := range ids {
+		if s.cache.entries[id] == nil {
+			missing = append(missing, id)
+		}
+	}
+	return s.load(ctx, missing)
+}
+
+// load brings ids, none of them in memory, into the cache: new when the
+// partition is complete, else from the store under the lease (invariant 4).
+func (s *aggState) load(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if s.store == nil || s.complete.Load() {
+		for _, id := range ids {
+			s.cache.put(s.kind.NewAggregate(id), -1).stored = -1
+		}
+		return nil
+	}
+	lease, ok, err := s.currentLease()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// Only a complete partition runs without a claim.
+		return fmt.Errorf("%w: partition %d is not claimed and not complete", errStoreLost, s.part)
+	}
+	s.stats.snapshotLoads.Add(int64(len(ids)))
+	snaps, err := s.store.LoadLeased(ctx, s.kind.Name(), s.part, lease, ids)
+	if errors.Is(err, snapshots.ErrLeaseLost) {
+		s.lose(err)
+		return fmt.Errorf("%w: %w", errStoreLost, err)
+	}
+	if errors.Is(err, snapshots.ErrCorrupt) {
+		return fmt.Errorf("%w: %w", errUntrusted, err)
+	}
+	if err != nil {
+		return fmt.Errorf("loading %d snapshots: %w", len(ids), err)
+	}
+	for _, id := range ids {
+		sn, ok := snaps[id]
+		if !ok {
+			s.cache.put(s.kind.NewAggregate(id), -1).stored = -1
+			continue
+		}
+		a, err := s.fromSnapshot(sn)
+		if err != nil {
+			return err
+		}
+		s.cache.put(a, sn.Offset).stored = sn.Version
+	}
+	return nil
+}
+
+// fromSnapshot decodes a stored snapshot, refusing one of another schema.
+func (s *aggState) fromSnapshot(sn snapshots.Snapshot) (aggregates.Aggregate, error) {
+	if sn.Stamp != s.kind.StateStamp() {
+		return nil, fmt.Errorf("%w: snapshot of %q has stamp %q, the running code writes %q", errUntrusted, sn.AggregateID, sn.Stamp, s.kind.StateStamp())
+	}
+	a := s.kind.NewAggregate(sn.AggregateID)
+	if err := a.UnmarshalSnapshot(sn.Data); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUntrusted, err)
+	}
+	return a, nil
+}
+
+// snapshotOf encodes a cached aggregate for the store.
+func (s *aggState) snapshotOf(e *entry) (snapshots.Snapshot, error) {
+	data, err := e.agg.MarshalSnapshot()
+	if err != nil {
+		return snapshots.Snapshot{}, fmt.Errorf("encoding the snapshot of %q: %w", e.agg.ID(), err)
+	}
+	return snapshots.Snapshot{AggregateID: e.agg.ID(), Version: e.agg.Version(), Offset: e.offset,
+		Stamp: s.kind.StateStamp(), Data: data}, nil
+}
+
+// changed records that the open transaction changed aggregate a and
+// produced an event record for it.
+func (s *aggState) changed(a aggregates.Aggregate, rec *kgo.Record) {
+	s.open[a.ID()] = a
+	s.produced = append(s.produced, producedEvent{id: a.ID(), rec: rec})
+}
+
+// committed is called once the transaction that touched the partition
+// committed: its events now have offsets and are history.
+func (s *aggState) committed() {
+	for _, pe := range s.produced {
+		off := pe.rec.Offset
+		if e := s.cache.entries[pe.id]; e != nil && off > e.offset {
+			e.offset = off
+		}
+		s.nextOffset = max(s.nextOffset, off+1)
+		s.unsaved[pe.id] = struct{}{}
+		s.eventsSinceCP++
+	}
+	clear(s.produced)
+	s.produced = s.produced[:0]
+	clear(s.open)
+}
+
+// applyAcks marks the snapshots the writer stored since the last call.
+func (s *aggState) applyAcks() {
+	s.mu.Lock()
+	acks := s.acks
+	s.acks = nil
+	s.mu.Unlock()
+	for _, a := range acks {
+		for id, v := range a.versions {
+			e := s.cache.entries[id]
+			if e == nil {
+				continue
+			}
+			e.stored = max(e.stored, v)
+			if e.stored >= e.agg.Version() {
+				delete(s.unsaved, id)
+			}
+		}
+	}
+}
+
+// evict shrinks the cache to its size, removing only aggregates whose
+// current version is stored (invariant 2); older ones with newer versions
+// are handed to the writer, to be evicted once it acknowledges them.
+func (s *aggState) evict() {
+	if s.store == nil || s.cache.len() <= s.cacheSize || s.lostErr() != nil {
+		return
+	}
+	s.applyAcks()
+	over := s.cache.len() - s.cacheSize
+	var snaps []snapshots.Snapshot
+	budget := 2*over + 64
+	for el := s.cache.order.Back(); el != nil && over > 0 && budget > 0; budget-- {
+		prev := el.Prev()
+		id := el.Value.(string)
+		e := s.cache.entries[id]
+		if _, busy := s.open[id]; !busy {
+			if e.stored >= e.agg.Version() {
+				s.cache.remove(id)
+				s.complete.Store(false)
+				s.stats.evictions.Add(1)
+				over--
+			} else if e.queued < e.agg.Version() {
+				sn, err := s.snapshotOf(e)
+				if err != nil {
+					s.log.Error("keeping an aggregate in memory: its snapshot cannot be encoded", "aggregate", id, "err", err)
+				} else {
+					snaps = append(snaps, sn)
+					e.queued = e.agg.Version()
+				}
+			}
+		}
+		el = prev
+	}
+	if len(snaps) > 0 {
+		s.writer.submit(s, nil, snaps)
+	}
+}
+
+// checkpoint hands the writer the snapshot of every aggregate newer than
+// its stored snapshot and a checkpoint at the end of the committed events
+// (invariant 5). Call it only when no transaction is open on the partition.
+func (s *aggState) checkpoint() {
+	if s.store == nil || len(s.open) > 0 || s.closed.Load() || s.lostErr() != nil {
+		return
+	}
+	s.applyAcks()
+	snaps := make([]snapshots.Snapshot, 0, len(s.unsaved))
+	for id := range s.unsaved {
+		e := s.cache.entries[id]
+		if e == nil || e.stored >= e.agg.Version() {
+			delete(s.unsaved, id)
+			continue
+		}
+		sn, err := s.snapshotOf(e)
+		if err != nil {
+			s.log.Error("no checkpoint this time: a snapshot cannot be encoded", "aggregate", id, "err", err)
+			return
+		}
+		snaps = append(snaps, sn)
+		e.queued = e.agg.Version()
+	}
+	cp := &snapshots.Checkpoint{Offset: s.nextOffset, Stamp: s.kind.StateStamp(), Time: time.Now()}
+	s.writer.submit(s, cp, snaps)
+	s.eventsSinceCP = 0
+	s.lastCP = time.Now()
+}
+
+// checkpointDue reports whether the checkpoint policy asks for one now.
+func (s *aggState) checkpointDue(events int, interval time.Duration) bool {
+	return s.store != nil && (s.eventsSinceCP >= events || (len(s.unsaved) > 0 && time.Since(s.lastCP) >= interval))
+}
+
+// currentLease returns the lease reads must present; ok is false while the
+// partition is not claimed. It fails once the lease was lost.
+func (s *aggState) currentLease() (snapshots.Lease, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lost != nil {
+		return snapshots.Lease{}, false, fmt.Errorf("%w: %w", errStoreLost, s.lost)
+	}
+	return s.lease, s.claimed, nil
+}
+
+// leaseForWrite returns the lease the writer saves under, claiming the
+// partition first if the restore could not (the store was down then). Only
+// a complete, open state claims late: all its aggregates are in memory and
+// unsaved, so the store's earlier content does not matter.
+func (s *aggState) leaseForWrite(ctx context.Context) (snapshots.Lease, error) {
+	l, ok, err := s.currentLease()
+	if err != nil || ok {
+		return l, err
+	}
+	if !s.complete.Load() || s.closed.Load() {
+		return snapshots.Lease{}, fmt.Errorf("%w: partition %d was never claimed", errStoreLost, s.part)
+	}
+	if _, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, s.epoch); err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+		return snapshots.Lease{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.claimed, s.lease = true, snapshots.Lease{Epoch: s.epoch}
+	return s.lease, nil
+}
+
+// ack records a stored save (called by the writer).
+func (s *aggState) ack(l snapshots.Lease, snaps []snapshots.Snapshot) {
+	versions := make(map[string]int64, len(snaps))
+	for _, sn := range snaps {
+		versions[sn.AggregateID] = sn.Version
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l.Epoch == s.lease.Epoch && l.Seq > s.lease.Seq {
+		s.lease = l
+	}
+	s.acks = append(s.acks, ack{versions: versions})
+}
+
+// lose records that the lease was lost: nothing more is read from or
+// written to the store for this partition, which must be restored.
+func (s *aggState) lose(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lost == nil {
+		s.lost = err
+	}
+}
+
+// lostErr returns why the store cannot be trusted any more, or nil.
+func (s *aggState) lostErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
+}

@@ -1,0 +1,267 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"pgregory.net/rapid"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/snapshots"
+)
+
+// memLog is a committed events partition held in memory: the model's
+// source of truth, as Kafka is the processor's.
+type memLog struct{ recs []rawEvent }
+
+func (l *memLog) name() string { return "model-events/0" }
+
+func (l *memLog) read(_ context.Context, from, end int64, fn func([]rawEvent) error) error {
+	for off := from; off < end; off += 3 { // small batches: eviction happens mid-restore
+		if err := fn(l.recs[off:min(off+3, end)]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *memLog) end() int64 { return int64(len(l.recs)) }
+
+// faultyStore is a snapshots.Memory behind every fault Redis can show:
+// flushed, rolled back to an older copy, refusing writes while reads work,
+// down, slow (a write that times out for its caller but lands later), and
+// written by another owner.
+type faultyStore struct {
+	mem        *snapshots.Memory
+	copies     []*snapshots.Memory
+	down       bool
+	readOnly   bool // OOM or a read-only replica: writes fail, reads work
+	slow       bool // writes time out for the caller and land later
+	late       []func()
+	lateWrites int
+}
+
+var errFault = errors.New("injected store fault")
+
+func (f *faultyStore) Claim(ctx context.Context, aggType string, part int32, epoch string) (snapshots.Checkpoint, bool, error) {
+	if f.down || f.readOnly {
+		return snapshots.Checkpoint{}, false, errFault
+	}
+	return f.mem.Claim(ctx, aggType, part, epoch)
+}
+
+func (f *faultyStore) LoadLeased(ctx context.Context, aggType string, part int32, l snapshots.Lease, ids []string) (map[string]snapshots.Snapshot, error) {
+	if f.down {
+		return nil, errFault
+	}
+	return f.mem.LoadLeased(ctx, aggType, part, l, ids)
+}
+
+func (f *faultyStore) SaveLeased(ctx context.Context, aggType string, part int32, l snapshots.Lease, cp *snapshots.Checkpoint, snaps []snapshots.Snapshot) (snapshots.Lease, error) {
+	if f.down || f.readOnly {
+		return snapshots.Lease{}, errFault
+	}
+	if f.slow {
+		snaps = append([]snapshots.Snapshot(nil), snaps...)
+		f.late = append(f.late, func() {
+			if _, err := f.mem.SaveLeased(context.Background(), aggType, part, l, cp, snaps); err == nil {
+				f.lateWrites++
+			}
+		})
+		return snapshots.Lease{}, fmt.Errorf("%w: timed out (the write lands later)", errFault)
+	}
+	return f.mem.SaveLeased(ctx, aggType, part, l, cp, snaps)
+}
+
+// stateModel drives one partition's aggState through commands, commits,
+// aborts, checkpoints, evictions, writer steps, restores and store faults,
+// and checks every aggregate the state hands out against a replay of the
+// committed log.
+type stateModel struct {
+	t      *rapid.T
+	kind   *aggregates.Definition[counterState]
+	log    memLog
+	store  *faultyStore
+	writer *writer
+	stats  *counters
+	st     *aggState
+	ids    []string
+	now    time.Time
+
+	restores, stale int
+}
+
+func newStateModel(t *rapid.T) *stateModel {
+	m := &stateModel{t: t, kind: counterKind(), store: &faultyStore{mem: snapshots.NewMemory()}, stats: &counters{},
+		ids: []string{"c-0", "c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7"}, now: time.Unix(1_700_000_000, 0)}
+	m.writer = newWriter(m.store, slog.New(slog.DiscardHandler), m.stats)
+	m.restore()
+	return m
+}
+
+// replayOf returns the committed state of id, from the log.
+func (m *stateModel) replayOf(id string) *aggregates.Root[counterState] {
+	a := m.kind.New(id)
+	for _, r := range m.log.recs {
+		e, err := m.kind.DecodeEvent(r.value)
+		if err != nil {
+			m.t.Fatalf("decoding the log at %d: %v", r.offset, err)
+		}
+		if e.Subject == id {
+			if err := a.Apply(&e); err != nil {
+				m.t.Fatalf("replaying %s: %v", id, err)
+			}
+		}
+	}
+	return a
+}
+
+// restore replaces the state by a new one restored from the log and the
+// store, as a reset or another instance taking over does. The old state is
+// closed; its queued writes stay with the writer.
+func (m *stateModel) restore() {
+	if m.st != nil {
+		m.st.closed.Store(true)
+	}
+	m.st = newAggState(m.kind, 0, m.store, m.writer, 3, slog.New(slog.DiscardHandler), m.stats)
+	full := false
+	for attempt := 0; ; attempt++ {
+		_, err := m.st.restore(context.Background(), &m.log, m.log.end(), full)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, errStopped) || attempt > 3 {
+			m.t.Fatalf("restore: %v", err)
+		}
+		full = true // as the processor does after errUntrusted
+	}
+	m.restores++
+}
+
+// get asks the state for id and checks it against the log; ok is false
+// when the state could not answer (the processor then aborts and restores).
+func (m *stateModel) get(id string) (*entry, bool) {
+	e, err := m.st.get(context.Background(), id)
+	if err != nil {
+		m.restore()
+		return nil, false
+	}
+	want := m.replayOf(id)
+	if e.agg.Version() != want.Version() || e.agg.StateAny().(counterState) != want.State() {
+		m.t.Fatalf("state handed out %q at version %d %+v; the committed log says version %d %+v",
+			id, e.agg.Version(), e.agg.StateAny(), want.Version(), want.State())
+	}
+	return e, true
+}
+
+// command decides one command on id and commits or aborts it.
+func (m *stateModel) command(t *rapid.T) {
+	id := rapid.SampledFrom(m.ids).Draw(t, "id")
+	e, ok := m.get(id)
+	if !ok {
+		return
+	}
+	var payload any = addCounter{N: int64(rapid.IntRange(1, 3).Draw(t, "n"))}
+	if e.agg.Version() < 0 {
+		payload = createCounter{}
+	}
+	cmd, err := m.kind.NewCommand(id, payload, aggregates.Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.now = m.now.Add(time.Millisecond)
+	events, err := e.agg.Execute(&cmd, m.now)
+	e.agg.ClearChanges()
+	if err != nil {
+		t.Fatalf("executing %T on %s: %v", payload, id, err)
+	}
+	var recs []rawEvent
+	for i := range events {
+		v, err := events[i].Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := m.log.end() + int64(len(recs))
+		recs = append(recs, rawEvent{offset: off, value: v})
+		m.st.changed(e.agg, &kgo.Record{Offset: off})
+	}
+	if rapid.IntRange(0, 9).Draw(t, "abort") == 0 {
+		m.restore() // aborted: nothing reached the log
+		return
+	}
+	m.log.recs = append(m.log.recs, recs...)
+	m.st.committed()
+	m.st.evict()
+	if m.st.lostErr() != nil {
+		m.restore()
+	}
+}
+
+func TestStateMatchesTheLogUnderStoreFaults(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		m := newStateModel(t)
+		actions := map[string]func(*rapid.T){
+			"command":    m.command,
+			"command2":   m.command,
+			"command3":   m.command,
+			"check":      func(t *rapid.T) { m.get(rapid.SampledFrom(m.ids).Draw(t, "id")) },
+			"checkpoint": func(*rapid.T) { m.st.checkpoint() },
+			"evict":      func(*rapid.T) { m.st.evict() },
+			"write":      func(*rapid.T) { m.writer.step(context.Background()) },
+			"write2":     func(*rapid.T) { m.writer.step(context.Background()) },
+			"settle": func(*rapid.T) {
+				if m.st.lostErr() != nil {
+					m.restore()
+				}
+			},
+			"rebalance": func(*rapid.T) { m.restore() },
+			"flush":     func(*rapid.T) { m.store.mem.Flush() },
+			"copy":      func(*rapid.T) { m.store.copies = append(m.store.copies, m.store.mem.Copy()) },
+			"rollback": func(t *rapid.T) {
+				if len(m.store.copies) > 0 {
+					m.store.mem = m.store.copies[rapid.IntRange(0, len(m.store.copies)-1).Draw(t, "copy")].Copy()
+				}
+			},
+			"down":      func(*rapid.T) { m.store.down = !m.store.down },
+			"read-only": func(*rapid.T) { m.store.readOnly = !m.store.readOnly },
+			"slow":      func(*rapid.T) { m.store.slow = !m.store.slow },
+			"land-late": func(*rapid.T) {
+				if len(m.store.late) > 0 {
+					m.store.late[0]()
+					m.store.late = m.store.late[1:]
+				}
+			},
+			"foreign-claim": func(*rapid.T) {
+				m.store.mem.Claim(context.Background(), m.kind.Name(), 0, fmt.Sprintf("foreign-%d", m.restores))
+			},
+		}
+		names := make([]string, 0, len(actions))
+		for n := range actions {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		steps := rapid.IntRange(50, 300).Draw(t, "steps")
+		for range steps {
+			actions[rapid.SampledFrom(names).Draw(t, "action")](t)
+		}
+		// Heal the store, let the writer finish, and check every aggregate
+		// once more, also after one more restore from what the store holds.
+		m.store.down, m.store.readOnly, m.store.slow = false, false, false
+		for i := 0; i < 50 && m.writer.pending() > 0; i++ {
+			m.writer.step(context.Background())
+		}
+		for _, id := range m.ids {
+			m.get(id)
+		}
+		m.restore()
+		for _, id := range m.ids {
+			m.get(id)
+		}
+	})
+}
