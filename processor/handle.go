@@ -203,4 +203,3 @@ func truncate(b []byte) string {
 	}
 	return string(b)
 }
-
