@@ -89,9 +89,13 @@ func TestEvictionWaitsForTheStoreToAcknowledge(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		d.want(command(t, e.kind, e.names.Commands, fmt.Sprintf("c-%d", i), addCounter{N: 1}, nil), aggregates.StatusAccepted, 1)
 	}
+	// c-0 is now the least recently used of six aggregates in a cache of
+	// three: evicted once its snapshot at version 2 is stored.
+	waitStat(t, "evictions", func() int64 { return r.p.Stats().Evictions }, 3)
+	loads := r.p.Stats().SnapshotLoads
 	d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 1}, nil), aggregates.StatusAccepted, 3)
-	if st := r.p.Stats(); st.Evictions == 0 {
-		t.Errorf("nothing was evicted, the test proves nothing: %+v", st)
+	if st := r.p.Stats(); st.SnapshotLoads == loads {
+		t.Errorf("c-0 did not come back from the store, the test proves nothing: %+v", st)
 	}
 	eventsByAggregate(t, e.c, e.kind, e.names.Events, 1)
 }

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,15 @@ type Processor struct {
 	// restores are owned by Run: started on assignment, joined on exit.
 	restoreWG  sync.WaitGroup
 	restoreCtx context.Context
+	// fenced is closed once the session's transactional producer fenced
+	// its predecessor: restores wait for it, since a dead predecessor's
+	// open transaction would otherwise hold them up to its timeout.
+	fenced chan struct{}
+	// assignment is this member's whole assignment as of the last
+	// SyncGroup (see trackingBalancer); revoked is set by the revoke and
+	// lost callbacks until the loop re-arms them with an idle End.
+	assignment atomic.Pointer[map[string][]int32]
+	revokedSeen atomic.Bool
 	sess       atomic.Pointer[kgo.GroupTransactSession]
 	adm        *kadm.Client
 	baseClient *kgo.Client
@@ -185,6 +195,8 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	}
 	restoreCtx, cancelRestores := context.WithCancel(context.Background())
 	p.restoreCtx = restoreCtx
+	p.fenced = make(chan struct{})
+	p.assignment.Store(nil)
 	sess, err := kgo.NewGroupTransactSession(p.kafkaOpts(
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(commandTopics...),
@@ -195,7 +207,7 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		kgo.HeartbeatInterval(min(3*time.Second, p.cfg.SessionTimeout/5)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.Balancers(trackingBalancer{GroupBalancer: kgo.CooperativeStickyBalancer(), track: func(a map[string][]int32) { p.assignment.Store(&a) }}),
 		kgo.RecordPartitioner(topics.Partitioner()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.OnPartitionsAssigned(p.assigned),
@@ -207,6 +219,17 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		return fmt.Errorf("creating transact session: %w", err)
 	}
 	p.sess.Store(sess)
+	// Fence the predecessor with our transactional id before any restore
+	// reads: InitProducerID aborts its open transaction at once.
+	fctx, fcancel := context.WithTimeout(ctx, p.cfg.TransactionTimeout)
+	_, _, err = sess.Client().ProducerID(fctx)
+	fcancel()
+	if err != nil {
+		cancelRestores()
+		sess.Client().Close()
+		return fmt.Errorf("initialising the transactional producer %q (fencing its predecessor): %w", p.cfg.TransactionalID, err)
+	}
+	close(p.fenced)
 	defer func() {
 		cancelRestores()
 		p.restoreWG.Wait()
@@ -238,6 +261,11 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 		}
 		if p.crashed() {
 			return errors.New("crashed")
+		}
+		if !t.open {
+			if err := p.rearm(ctx, sess); err != nil {
+				return err
+			}
 		}
 		pollCtx, cancel := context.WithTimeout(ctx, p.pollWait(&t))
 		fetches := sess.PollRecords(pollCtx, p.cfg.CommitEvery-t.count)
@@ -271,6 +299,94 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 			p.settleStores()
 		}
 	}
+}
+
+// rearm keeps this instance's idea of its partitions exact while no
+// transaction is open. GroupTransactSession passes only the first revoke
+// (or lost) to our callbacks until the next End; an idle End re-arms them.
+// With no transaction open and nothing polled since the last End (an empty
+// poll leaves no offsets to commit), that End sends nothing and rewinds
+// nothing. A revoke that still slipped through is caught by comparing the
+// partitions held with the member's whole assignment from the last
+// SyncGroup (trackingBalancer).
+func (p *Processor) rearm(ctx context.Context, sess *kgo.GroupTransactSession) error {
+	if p.revokedSeen.Swap(false) {
+		if _, err := sess.End(ctx, kgo.TryAbort); err != nil {
+			return fmt.Errorf("re-arming the revoke callbacks with an idle End: %w", err)
+		}
+	}
+	a := p.assignment.Load()
+	if a == nil {
+		return nil
+	}
+	owned := map[topicPartition]bool{}
+	for topic, parts := range *a {
+		for _, id := range parts {
+			owned[topicPartition{topic, id}] = true
+		}
+	}
+	p.batchMu.Lock()
+	defer p.batchMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var gone []topicPartition
+	for tp := range p.parts {
+		if !owned[tp] {
+			gone = append(gone, tp)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	for _, tp := range gone {
+		p.forgetLocked(tp)
+	}
+	p.log.Warn("partitions no longer assigned here were still held (a revoke the session did not report); dropped them",
+		"dropped", fmt.Sprint(gone), "held", p.heldLocked())
+	return nil
+}
+
+// forgetLocked checkpoints (unless crashed) and drops a partition this
+// instance no longer owns. p.batchMu and p.mu must be held.
+func (p *Processor) forgetLocked(tp topicPartition) {
+	part := p.parts[tp]
+	if part == nil {
+		return
+	}
+	if part.isRestored() && !p.crashed() {
+		part.st.checkpoint() // skipped if the open transaction touched it
+	}
+	part.close()
+	delete(p.parts, tp)
+}
+
+// heldLocked describes the partitions held, for logs. p.mu must be held.
+func (p *Processor) heldLocked() string {
+	held := map[string][]int32{}
+	for tp := range p.parts {
+		held[tp.topic] = append(held[tp.topic], tp.partition)
+	}
+	for _, ids := range held {
+		slices.Sort(ids)
+	}
+	return fmt.Sprint(held)
+}
+
+// trackingBalancer is the cooperative-sticky balancer that also reports
+// this member's whole assignment on every SyncGroup, so the processor can
+// check the partitions it holds against it (see rearm).
+type trackingBalancer struct {
+	kgo.GroupBalancer
+	track func(map[string][]int32)
+}
+
+// ParseSyncAssignment parses and reports this member's assignment.
+func (b trackingBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+	a, err := b.GroupBalancer.ParseSyncAssignment(assignment)
+	if err == nil {
+		b.track(a)
+	}
+	return a, err
 }
 
 func (p *Processor) pollWait(t *txn) time.Duration {
@@ -454,30 +570,24 @@ func (p *Processor) assigned(_ context.Context, cl *kgo.Client, assigned map[str
 			p.startRestore(cl, part)
 		}
 	}
-	p.log.Info("partitions assigned", "partitions", assigned)
+	p.log.Info("partitions assigned", "assigned", assigned, "held", p.heldLocked())
 }
 
 // revoked waits for the batch in flight, then forgets the partitions. The
 // open transaction aborts (the session saw the revoke), so nothing they did
 // in it survives.
 func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	p.revokedSeen.Store(true)
 	p.batchMu.Lock()
 	defer p.batchMu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for topic, parts := range revoked {
 		for _, id := range parts {
-			tp := topicPartition{topic, id}
-			if part := p.parts[tp]; part != nil {
-				if part.isRestored() && !p.crashed() {
-					part.st.checkpoint() // skipped if the open transaction touched it
-				}
-				part.close()
-				delete(p.parts, tp)
-			}
+			p.forgetLocked(topicPartition{topic, id})
 		}
 	}
-	p.log.Info("partitions revoked", "partitions", revoked)
+	p.log.Info("partitions revoked", "revoked", revoked, "held", p.heldLocked())
 }
 
 // reset discards a partition's state after an aborted transaction (or a
@@ -506,10 +616,17 @@ func (p *Processor) reset(part *partition, full bool) {
 // startRestore runs restore for part in a goroutine owned by the session.
 // p.mu must be held.
 func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
-	ctx := p.restoreCtx
+	ctx, fenced := p.restoreCtx, p.fenced
 	p.restoreWG.Add(1)
 	go func() {
 		defer p.restoreWG.Done()
+		select {
+		case <-fenced:
+		case <-ctx.Done():
+			return
+		case <-part.done:
+			return
+		}
 		backoff := 100 * time.Millisecond
 		for {
 			err := p.restore(ctx, part)

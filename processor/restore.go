@@ -235,7 +235,7 @@ func (s *aggState) stop(src eventSource, r rawEvent, err error) error {
 // snapshot store), once no transaction is open on that partition.
 func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	events := pt.b.names.Events
-	end, err := p.stableEnd(ctx, events, pt.id, true)
+	end, err := p.stableEnd(ctx, events, pt.id)
 	if err != nil {
 		return err
 	}
@@ -261,11 +261,12 @@ type kafkaEvents struct {
 
 func (k kafkaEvents) name() string { return fmt.Sprintf("%s/%d", k.topic, k.part) }
 
-// read consumes [from, end). It ends when it has been handed a record at
-// end-1 or beyond, or when a fetch of the partition reports a last stable
-// offset of at least end and no records below end remain: a partition may
-// end in transaction markers or aborted records, which read_committed never
-// hands out.
+// read consumes [from, end). It ends once it was handed any record (data
+// or transaction marker, kept with KeepControlRecords) at end-1 or beyond:
+// a partition is delivered in offset order and every offset below end is
+// either delivered or aborted data whose abort marker, below end, is. When
+// polls stay empty it also ends once the log start has passed end
+// (compaction or deletion removed the rest), and it says what it waits on.
 func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEvent) error) error {
 	if end <= from {
 		return nil
@@ -281,9 +282,9 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 	defer cl.Close()
 	next := from // the offset after the last record handed out
 	recs := make([]rawEvent, 0, 512)
-	lastProgress, warned := time.Now(), false
-	for next < end {
-		pollCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	lastProgress, lastLog := time.Now(), time.Now()
+	for done := false; !done; {
+		pollCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		fs := cl.PollFetches(pollCtx)
 		cancel()
 		if err := ctx.Err(); err != nil {
@@ -299,15 +300,16 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 			return fmt.Errorf("reading %s: %w", k.name(), ferr)
 		}
 		recs = recs[:0]
-		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			for _, r := range fp.Records {
-				if r.Offset < next || r.Offset >= end {
-					continue
-				}
-				next = r.Offset + 1
-				if !r.Attrs.IsControl() {
-					recs = append(recs, rawEvent{offset: r.Offset, value: r.Value})
-				}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= end-1 {
+				done = true
+			}
+			if r.Offset < next || r.Offset >= end {
+				return
+			}
+			next = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				recs = append(recs, rawEvent{offset: r.Offset, value: r.Value})
 			}
 		})
 		if len(recs) > 0 {
@@ -315,71 +317,35 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 				return err
 			}
 		}
-		if next >= end {
+		if done {
 			return nil
 		}
-		if len(recs) > 0 {
-			lastProgress, warned = time.Now(), false
+		if !fs.Empty() {
+			lastProgress = time.Now()
 			continue
 		}
-		// Nothing new: the rest below end may be records read_committed
-		// never returns. Kafka's stable end says whether anything committed
-		// is left to read.
-		stable, err := k.p.stableEnd(ctx, k.topic, k.part, false)
+		starts, err := k.p.adm.ListStartOffsets(ctx, k.topic)
 		if err != nil {
-			return err
+			return fmt.Errorf("listing the start offset of %s: %w", k.name(), err)
 		}
-		if stable >= end && time.Since(lastProgress) > 2*time.Second {
-			// Nothing arrived for a while though everything below end is
-			// decided: fetch once more from next, to be sure nothing is
-			// left, and end when that is empty too.
-			done, err := k.nothingCommittedFrom(ctx, next, end)
-			if err != nil {
-				return err
-			}
-			if done {
-				return nil
-			}
+		if so, ok := starts.Lookup(k.topic, k.part); ok && so.Err == nil && so.Offset >= end {
+			return nil // what is left below end was removed
 		}
-		if !warned && time.Since(lastProgress) > 10*time.Second {
-			k.p.log.Warn("restore is waiting for events", "events", k.name(), "next_offset", next, "end_offset", end, "stable_offset", stable)
-			warned = true
+		if time.Since(lastProgress) > 10*time.Second && time.Since(lastLog) > 10*time.Second {
+			k.p.log.Warn("restore is waiting for events that do not arrive", "events", k.name(), "next_offset", next, "end_offset", end,
+				"waited", time.Since(lastProgress).Round(time.Second))
+			lastLog = time.Now()
 		}
 	}
 	return nil
 }
 
-// nothingCommittedFrom reports whether [from, end) holds no committed data
-// record: a fresh read_committed fetch from `from` hands out none below end.
-func (k kafkaEvents) nothingCommittedFrom(ctx context.Context, from, end int64) (bool, error) {
-	cl, err := kgo.NewClient(k.p.kafkaOpts(
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.topic: {k.part: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(500*time.Millisecond),
-	)...)
-	if err != nil {
-		return false, fmt.Errorf("creating restore client: %w", err)
-	}
-	defer cl.Close()
-	pollCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	fs := cl.PollFetches(pollCtx)
-	found := false
-	fs.EachRecord(func(r *kgo.Record) {
-		if r.Offset >= from && r.Offset < end {
-			found = true
-		}
-	})
-	return !found, ctx.Err()
-}
-
 // stableEnd returns the partition's end offset once no transaction is open
-// on it (its last stable offset equals its high watermark) when wait is
-// set, else its last stable offset now. A predecessor's in-doubt
+// on it (its last stable offset equals its high watermark). A predecessor's in-doubt
 // transaction either commits, and its events are replayed, or aborts;
 // restoring before it ends could miss events. While it waits it logs what
 // it waits on, every 10 seconds.
-func (p *Processor) stableEnd(ctx context.Context, topic string, part int32, wait bool) (int64, error) {
+func (p *Processor) stableEnd(ctx context.Context, topic string, part int32) (int64, error) {
 	began, lastLog := time.Now(), time.Time{}
 	for {
 		stable, err := p.adm.ListCommittedOffsets(ctx, topic)
@@ -389,9 +355,6 @@ func (p *Processor) stableEnd(ctx context.Context, topic string, part int32, wai
 		s, ok := stable.Lookup(topic, part)
 		if !ok || s.Err != nil {
 			return 0, fmt.Errorf("listing the stable offset of %s/%d: %w", topic, part, s.Err)
-		}
-		if !wait {
-			return s.Offset, nil
 		}
 		high, err := p.adm.ListEndOffsets(ctx, topic)
 		if err != nil {
