@@ -345,6 +345,7 @@ const (
 	CodeConcurrencyConflict = "concurrency_conflict"
 	CodeInvariantViolated   = "invariant_violated"
 	CodeHandlerPanic        = "handler_panic"
+	CodeUnencodable         = "unencodable"
 	CodeMalformed           = "malformed"
 	CodeUnknownCommand      = "unknown_command"
 	CodeKeyMismatch         = "key_mismatch"
@@ -378,6 +379,8 @@ func ResultFor(cmd *Command, aggregateType string, version int64, events []Event
 		r.Status, r.Code, r.Reason = StatusRejected, CodeConcurrencyConflict, err.Error()
 	case errors.Is(err, ErrHandlerPanic):
 		r.Status, r.Code, r.Reason = StatusRejected, CodeHandlerPanic, err.Error()
+	case errors.Is(err, ErrUnencodable):
+		r.Status, r.Code, r.Reason = StatusRejected, CodeUnencodable, err.Error()
 	case errors.Is(err, ErrUnknownCommandType):
 		r.Status, r.Code, r.Reason = StatusInvalid, CodeUnknownCommand, err.Error()
 	case errors.Is(err, ErrWrongAggregate):

@@ -43,6 +43,11 @@ var (
 	// ErrHandlerPanic is returned when user code (a command handler, apply
 	// function or invariant) panicked. The aggregate is left unchanged.
 	ErrHandlerPanic = errors.New("aggregate code panicked")
+	// ErrUnencodable is returned by ExecuteEncoded when an event the
+	// command produced, or the state it leads to, cannot be encoded (a NaN
+	// float, a value encoding/json refuses). The aggregate is left
+	// unchanged. The error is an *EncodeError.
+	ErrUnencodable = errors.New("command produced data that cannot be encoded")
 	// ErrWrongAggregate is returned when a command or event addressed to one
 	// aggregate is given to another.
 	ErrWrongAggregate = errors.New("addressed to another aggregate")
@@ -169,6 +174,28 @@ func (e *VersionGapError) Error() string {
 
 // Is reports whether target is ErrVersionGap.
 func (e *VersionGapError) Is(target error) bool { return target == ErrVersionGap }
+
+// EncodeError is an event or state a command produced that cannot be
+// encoded.
+type EncodeError struct {
+	What string // "event" or "state"
+	Type string // the event type, for events
+	Err  error
+}
+
+// Error describes the failure for logs and result reasons.
+func (e *EncodeError) Error() string {
+	if e.Type != "" {
+		return fmt.Sprintf("the command produced a %s %s that cannot be encoded: %v; fix the handler or the event's data", e.What, e.Type, e.Err)
+	}
+	return fmt.Sprintf("the command produced a %s that cannot be encoded: %v; fix the handler or the apply functions", e.What, e.Err)
+}
+
+// Unwrap returns the encoding error.
+func (e *EncodeError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrUnencodable.
+func (e *EncodeError) Is(target error) bool { return target == ErrUnencodable }
 
 // PanicError is user code that panicked while deciding or applying.
 type PanicError struct {

@@ -38,6 +38,9 @@ type Aggregate interface {
 	Version() int64
 	// Execute decides a command; see Root.Execute.
 	Execute(cmd *Command, now time.Time) ([]Event, error)
+	// ExecuteEncoded decides a command and encodes its events and the new
+	// state before changing anything; see Root.ExecuteEncoded.
+	ExecuteEncoded(cmd *Command, now time.Time) (Decision, error)
 	// Apply replays one stored event; see Root.Apply.
 	Apply(e *Event) error
 	Changes() []Event

@@ -55,31 +55,83 @@ func (r *Root[S]) Type() string { return r.def.name }
 // applied, checked, appended to Changes and returned. On any error the
 // aggregate is unchanged. now stamps the events.
 func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
+	d, err := r.execute(cmd, now, false)
+	return d.Events, err
+}
+
+// Decision is what ExecuteEncoded decided: the events, each encoded, and
+// the state they lead to, encoded (nil when there are no events).
+type Decision struct {
+	Events  []Event
+	Encoded [][]byte // Encoded[i] is Events[i].Encode()
+	State   []byte   // MarshalState after the events
+}
+
+// ExecuteEncoded is Execute that also encodes the events and the new state
+// before it changes anything: when one cannot be encoded it returns an
+// *EncodeError (ErrUnencodable) and the aggregate is unchanged, so one bad
+// command cannot poison what is written after it.
+func (r *Root[S]) ExecuteEncoded(cmd *Command, now time.Time) (Decision, error) {
+	return r.execute(cmd, now, true)
+}
+
+func (r *Root[S]) execute(cmd *Command, now time.Time, encode bool) (Decision, error) {
+	events, next, err := r.decideEvents(cmd, now)
+	if err != nil || len(events) == 0 {
+		return Decision{}, err
+	}
+	d := Decision{Events: events}
+	if encode {
+		d.Encoded = make([][]byte, len(events))
+		for i := range events {
+			b, err := events[i].Encode()
+			if err != nil {
+				return Decision{}, &EncodeError{What: "event", Type: events[i].Type, Err: err}
+			}
+			d.Encoded[i] = b
+		}
+		b, err := json.Marshal(stateWire[S]{AggregateType: r.def.name, AggregateID: r.id, Version: r.version + int64(len(events)), State: next})
+		if err != nil {
+			return Decision{}, &EncodeError{What: "state", Err: err}
+		}
+		d.State = b
+	}
+	r.state = next
+	r.version += int64(len(events))
+	r.recent.add(cmd.ID)
+	r.changes = append(r.changes, events...)
+	return d, nil
+}
+
+// decideEvents decides cmd and applies its events to a copy of the state,
+// which it returns with them; the aggregate is not changed.
+func (r *Root[S]) decideEvents(cmd *Command, now time.Time) ([]Event, S, error) {
+	var next S
 	if cmd.AggregateID != r.id {
-		return nil, fmt.Errorf("%w: command for %q given to %q", ErrWrongAggregate, truncate(cmd.AggregateID), r.id)
+		return nil, next, fmt.Errorf("%w: command for %q given to %q", ErrWrongAggregate, truncate(cmd.AggregateID), r.id)
 	}
 	if r.recent.contains(cmd.ID) {
-		return nil, &DuplicateError{AggregateID: r.id, CommandID: cmd.ID.String(), Version: r.version}
+		return nil, next, &DuplicateError{AggregateID: r.id, CommandID: cmd.ID.String(), Version: r.version}
 	}
 	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != r.version {
-		return nil, &ConcurrencyError{AggregateID: r.id, Expected: *cmd.ExpectedVersion, Actual: r.version}
+		return nil, next, &ConcurrencyError{AggregateID: r.id, Expected: *cmd.ExpectedVersion, Actual: r.version}
 	}
 	cd, ok := r.def.lookupCommand(cmd.Type)
 	if !ok {
 		_, err := r.def.DecodeCommandData(cmd)
-		return nil, err
+		return nil, next, err
 	}
 	payload, err := cd.decode(cmd.Data)
 	if err != nil {
-		return nil, &DecodeError{What: "command data", Type: cd.name, Err: err}
+		return nil, next, &DecodeError{What: "command data", Type: cd.name, Err: err}
 	}
 	payloads, err := r.decide(cd, payload)
 	if err != nil || len(payloads) == 0 {
-		return nil, err
+		return nil, next, err
 	}
-	next, err := r.def.clone(r.state)
+	next, err = r.def.clone(r.state)
 	if err != nil {
-		return nil, err
+		return nil, next, err
 	}
 	events := make([]Event, len(payloads))
 	causation := cmd.ID.String()
@@ -90,15 +142,15 @@ func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
 	for i, p := range payloads {
 		ed, ok := r.def.eventsByGo[reflectType(p)]
 		if !ok {
-			return nil, fmt.Errorf("%w: handler of %s returned %T, which is not a registered event of %q", ErrUnknownEventType, cd.name, p, r.def.name)
+			return nil, next, fmt.Errorf("%w: handler of %s returned %T, which is not a registered event of %q", ErrUnknownEventType, cd.name, p, r.def.name)
 		}
 		v := r.version + int64(i) + 1
 		if err := r.applyChecked(&next, ed, p, v); err != nil {
-			return nil, err
+			return nil, next, err
 		}
 		id, err := newULID(now)
 		if err != nil {
-			return nil, err
+			return nil, next, err
 		}
 		events[i] = Event{
 			ID: id, Type: ed.name, Source: r.def.source, Subject: r.id, Time: now,
@@ -107,11 +159,7 @@ func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
 			Data: p,
 		}
 	}
-	r.state = next
-	r.version += int64(len(events))
-	r.recent.add(cmd.ID)
-	r.changes = append(r.changes, events...)
-	return events, nil
+	return events, next, nil
 }
 
 func (r *Root[S]) decide(cd *commandDef[S], payload any) (events []any, err error) {

@@ -39,14 +39,9 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 	for _, r := range recs {
 		pt.handle(ctx, p, sess, r)
 	}
-	// One state record per aggregate changed in this batch.
-	for id, a := range pt.st.open {
-		if a == nil {
-			continue
-		}
-		v, err := a.MarshalState()
-		if err != nil {
-			p.log.Error("encoding state failed; state topic not updated", "aggregate", id, "err", err)
+	// One state record per aggregate changed in this batch: its latest.
+	for id, v := range pt.st.open {
+		if v == nil {
 			continue
 		}
 		p.produce(sess, &kgo.Record{Topic: pt.b.names.State, Partition: pt.id, Key: []byte(id), Value: v})
@@ -91,19 +86,13 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		return
 	}
 	a := ent.agg
-	events, err := execute(a, &cmd, p.cfg.Now)
+	d, err := execute(a, &cmd, p.cfg.Now)
 	a.ClearChanges()
+	events := d.Events
 	res := aggregates.ResultFor(&cmd, pt.b.kind.Name(), a.Version(), events, err)
 	for i := range events {
-		v, err := events[i].Encode()
-		if err != nil {
-			// The aggregate already applied it: this transaction must not
-			// commit, and the partition is restored from Kafka.
-			p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding event %s of %q: %w", events[i].Type, cmd.AggregateID, err)))
-			return
-		}
-		rec := &kgo.Record{Topic: pt.b.names.Events, Partition: pt.id, Key: topics.EventKey(cmd.AggregateID, events[i].Version), Value: v}
-		pt.st.changed(a, rec)
+		rec := &kgo.Record{Topic: pt.b.names.Events, Partition: pt.id, Key: topics.EventKey(cmd.AggregateID, events[i].Version), Value: d.Encoded[i]}
+		pt.st.changed(a.ID(), rec, d.State)
 		p.produce(sess, rec)
 	}
 	if len(events) > 0 {
@@ -117,7 +106,8 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	case aggregates.StatusRejected:
 		p.stats.rejected.Add(1)
 	}
-	if res.Status == aggregates.StatusInvalid || res.Code == aggregates.CodeHandlerPanic {
+	if res.Status == aggregates.StatusInvalid || res.Code == aggregates.CodeHandlerPanic || res.Code == aggregates.CodeUnencodable {
+		p.log.Warn("command sent to the DLQ", "command_id", res.CommandID, "command_type", cmd.Type, "aggregate", cmd.AggregateID, "code", res.Code, "reason", res.Reason)
 		pt.deadLetter(p, sess, r, &cmd, res.Code, res.Reason)
 		if res.Status == aggregates.StatusInvalid {
 			p.stats.invalid.Add(1)
@@ -145,13 +135,15 @@ func (pt *partition) ownedIDs(p *Processor, recs []*kgo.Record) []string {
 }
 
 // execute runs the command, turning a panic anywhere in it into an error.
-func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Time) (events []aggregates.Event, err error) {
+// The events and the new state are encoded before the aggregate changes,
+// so a command whose data cannot be encoded is rejected alone.
+func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Time) (d aggregates.Decision, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			events, err = nil, &aggregates.PanicError{Where: "executing " + cmd.Type, Value: v}
+			d, err = aggregates.Decision{}, &aggregates.PanicError{Where: "executing " + cmd.Type, Value: v}
 		}
 	}()
-	return a.Execute(cmd, now())
+	return a.ExecuteEncoded(cmd, now())
 }
 
 // invalid answers an undecodable or unacceptable command: an invalid result
@@ -159,6 +151,9 @@ func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Ti
 func (pt *partition) invalid(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, code, reason string) {
 	p.stats.invalid.Add(1)
 	pt.deadLetter(p, sess, r, cmd, code, reason)
+	if cmd.ID != (ulid.ULID{}) {
+		p.log.Warn("command sent to the DLQ", "command_id", cmd.ID.String(), "command_type", cmd.Type, "aggregate", cmd.AggregateID, "code", code, "reason", reason)
+	}
 	if cmd.ID == (ulid.ULID{}) {
 		p.log.Warn("command without a readable id sent to the DLQ", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason)
 		return

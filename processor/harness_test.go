@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"testing"
@@ -32,6 +33,10 @@ type (
 		Agg string `json:"agg,omitempty"` // lets the test hook see which aggregate
 	}
 	boomCounter    struct{}
+	poisonCounter  struct{}
+	counterPoison  struct {
+		F float64 `json:"f"`
+	}
 	counterCreated struct{}
 	counterAdded   struct {
 		N int64 `json:"n"`
@@ -73,6 +78,9 @@ func counterKindWith(hook func(agg string), extra ...aggregates.Option[counterSt
 			return []any{counterAdded{N: c.N}}, nil
 		}),
 		aggregates.Handle("Boom", func(counterState, boomCounter) ([]any, error) { panic("boom") }),
+		// Poison records an event encoding/json refuses (NaN).
+		aggregates.When("Poisoned", func(*counterState, counterPoison) {}),
+		aggregates.Handle("Poison", func(counterState, poisonCounter) ([]any, error) { return []any{counterPoison{F: math.NaN()}}, nil }),
 		aggregates.Invariant(func(s *counterState) error {
 			if s.Value > 1_000_000 {
 				return fmt.Errorf("value %d above 1000000", s.Value)

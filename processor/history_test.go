@@ -219,3 +219,41 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Issue 8, "poison is contained to its command": a command whose event
+// cannot be encoded is rejected alone, with a DLQ record; the commands
+// around it, on the same aggregate too, commit in the same transaction.
+func TestUnencodableEventIsRejectedAlone(t *testing.T) {
+	e := newSnapEnv(t, 1)
+	cfg := e.config(t, "poison")
+	cfg.CommitInterval = 500 * time.Millisecond // one transaction for all
+	r := startProcessor(t, cfg)
+	recs := []*kgo.Record{
+		command(t, e.kind, e.names.Commands, "c-0", createCounter{}, nil),
+		command(t, e.kind, e.names.Commands, "c-0", poisonCounter{}, nil),
+		command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 2}, nil),
+		command(t, e.kind, e.names.Commands, "c-1", createCounter{}, nil),
+	}
+	produceAll(t, e.prod, recs)
+	res := waitResults(t, e.c, e.names.Results, len(recs), 30*time.Second)
+	want := []struct {
+		status  aggregates.ResultStatus
+		code    string
+		version int64
+	}{{aggregates.StatusAccepted, "", 0}, {aggregates.StatusRejected, aggregates.CodeUnencodable, 0}, {aggregates.StatusAccepted, "", 1}, {aggregates.StatusAccepted, "", 0}}
+	for i, rec := range recs {
+		got := res[mustDecode(t, rec.Value).ID.String()]
+		if got.Status != want[i].status || got.Code != want[i].code || got.Version != want[i].version {
+			t.Errorf("command %d: %s %s at version %d (%s), want %s %s at version %d", i, got.Status, got.Code, got.Version, got.Reason, want[i].status, want[i].code, want[i].version)
+		}
+	}
+	if dlq := readAll(t, e.c, e.names.DLQ); len(dlq) != 1 {
+		t.Errorf("%d DLQ records, want the poison command's", len(dlq))
+	}
+	if st := r.p.Stats(); st.TxnsAborted != 0 {
+		t.Errorf("%d transactions aborted; the poison command must not abort the others", st.TxnsAborted)
+	}
+	if evs := eventsByAggregate(t, e.c, e.kind, e.names.Events, 1); len(evs["c-0"]) != 2 {
+		t.Errorf("c-0 has %d events, want 2", len(evs["c-0"]))
+	}
+}

@@ -67,7 +67,7 @@ type aggState struct {
 	cache    *cache
 	complete atomic.Bool                     // every aggregate of the partition is in the cache
 	unsaved  map[string]struct{}             // committed versions newer than their stored snapshot
-	open     map[string]aggregates.Aggregate // changed in the open transaction (nil: state record produced)
+	open     map[string][]byte               // changed in the open transaction: its new state record (nil once produced)
 	produced []producedEvent                 // events produced in the open transaction
 
 	nextOffset    int64 // events offset after the last committed event
@@ -97,7 +97,7 @@ type producedEvent struct {
 func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *writer, cacheSize int, log *slog.Logger, stats *counters) *aggState {
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
-		open: map[string]aggregates.Aggregate{}, lastCP: time.Now()}
+		open: map[string][]byte{}, lastCP: time.Now()}
 	s.complete.Store(true)
 	return s
 }
@@ -197,11 +197,11 @@ func (s *aggState) snapshotOf(e *entry) (snapshots.Snapshot, error) {
 		Stamp: s.kind.StateStamp(), Data: data}, nil
 }
 
-// changed records that the open transaction changed aggregate a and
-// produced an event record for it.
-func (s *aggState) changed(a aggregates.Aggregate, rec *kgo.Record) {
-	s.open[a.ID()] = a
-	s.produced = append(s.produced, producedEvent{id: a.ID(), rec: rec})
+// changed records that the open transaction changed aggregate id, produced
+// an event record for it, and leads to state (its encoded state record).
+func (s *aggState) changed(id string, rec *kgo.Record, state []byte) {
+	s.open[id] = state
+	s.produced = append(s.produced, producedEvent{id: id, rec: rec})
 }
 
 // committed is called once the transaction that touched the partition

@@ -189,7 +189,7 @@ func (m *stateModel) command(t *rapid.T) {
 		}
 		off := m.log.end() + int64(len(recs))
 		recs = append(recs, rawEvent{offset: off, value: v})
-		m.st.changed(e.agg, &kgo.Record{Offset: off})
+		m.st.changed(id, &kgo.Record{Offset: off}, []byte("state"))
 	}
 	if rapid.IntRange(0, 9).Draw(t, "abort") == 0 {
 		m.restore() // aborted: nothing reached the log
