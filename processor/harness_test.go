@@ -32,9 +32,9 @@ type (
 		N   int64  `json:"n"`
 		Agg string `json:"agg,omitempty"` // lets the test hook see which aggregate
 	}
-	boomCounter    struct{}
-	poisonCounter  struct{}
-	counterPoison  struct {
+	boomCounter   struct{}
+	poisonCounter struct{}
+	counterPoison struct {
 		F float64 `json:"f"`
 	}
 	counterCreated struct{}

@@ -64,11 +64,11 @@ type Processor struct {
 	// assignment is this member's whole assignment as of the last
 	// SyncGroup (see trackingBalancer); revoked is set by the revoke and
 	// lost callbacks until the loop re-arms them with an idle End.
-	assignment atomic.Pointer[map[string][]int32]
+	assignment  atomic.Pointer[map[string][]int32]
 	revokedSeen atomic.Bool
-	sess       atomic.Pointer[kgo.GroupTransactSession]
-	adm        *kadm.Client
-	baseClient *kgo.Client
+	sess        atomic.Pointer[kgo.GroupTransactSession]
+	adm         *kadm.Client
+	baseClient  *kgo.Client
 
 	// writer saves snapshots and checkpoints; nil without a store.
 	writer *writer

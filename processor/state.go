@@ -65,10 +65,10 @@ type aggState struct {
 	epoch     string // this state's claim on the store
 
 	cache    *cache
-	complete atomic.Bool                     // every aggregate of the partition is in the cache
-	unsaved  map[string]struct{}             // committed versions newer than their stored snapshot
-	open     map[string][]byte               // changed in the open transaction: its new state record (nil once produced)
-	produced []producedEvent                 // events produced in the open transaction
+	complete atomic.Bool         // every aggregate of the partition is in the cache
+	unsaved  map[string]struct{} // committed versions newer than their stored snapshot
+	open     map[string][]byte   // changed in the open transaction: its new state record (nil once produced)
+	produced []producedEvent     // events produced in the open transaction
 
 	nextOffset    int64 // events offset after the last committed event
 	eventsSinceCP int
