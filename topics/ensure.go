@@ -32,6 +32,7 @@ type Problem struct {
 	Missing bool // the topic does not exist
 }
 
+// String is "topic: what; fix: how".
 func (p Problem) String() string { return fmt.Sprintf("%s: %s; fix: %s", p.Topic, p.What, p.Fix) }
 
 // ErrInvalidTopics is returned by Ensure and Check when existing topics do not
@@ -41,6 +42,7 @@ var ErrInvalidTopics = errors.New("topics do not fit chronicle")
 // InvalidError lists what is wrong with the existing topics.
 type InvalidError struct{ Problems []Problem }
 
+// Error lists every problem, one a line.
 func (e *InvalidError) Error() string {
 	var b strings.Builder
 	b.WriteString("topics do not fit chronicle:")

@@ -75,6 +75,8 @@ type GroupConflictError struct {
 	LostRace bool
 }
 
+// Error says which group owns the topics, since when, and how to take them
+// over.
 func (e *GroupConflictError) Error() string {
 	var b strings.Builder
 	if e.Legacy {

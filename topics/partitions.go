@@ -25,6 +25,8 @@ type PartitionsChangedError struct {
 	Got map[string]int32
 }
 
+// Error says which topics changed, why that forks history, and how to
+// recover.
 func (e *PartitionsChangedError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "the topics of %q changed under the processor, which started with %d partitions:", e.Prefix, e.Want)
