@@ -32,6 +32,7 @@ type Problem struct {
 	Missing bool // the topic does not exist
 }
 
+// String is "topic: what; fix: how".
 func (p Problem) String() string { return fmt.Sprintf("%s: %s; fix: %s", p.Topic, p.What, p.Fix) }
 
 // ErrInvalidTopics is returned by Ensure and Check when existing topics do not
@@ -41,6 +42,7 @@ var ErrInvalidTopics = errors.New("topics do not fit chronicle")
 // InvalidError lists what is wrong with the existing topics.
 type InvalidError struct{ Problems []Problem }
 
+// Error lists every problem, one a line.
 func (e *InvalidError) Error() string {
 	var b strings.Builder
 	b.WriteString("topics do not fit chronicle:")
@@ -66,30 +68,52 @@ func (n Names) configs() map[string]map[string]*string {
 	}
 }
 
-// All returns the five topic names.
+// All returns the five data topic names, which share one partition count.
+// The meta topic (Names.Meta, one partition) is not among them.
 func (n Names) All() []string { return []string{n.Commands, n.Events, n.State, n.Results, n.DLQ} }
 
-// Ensure creates the missing topics of n with spec, then checks all of them
-// (Check). It returns the partition count of the commands topic.
+// metaConfig is the meta topic's config: its few claim records are kept
+// forever (cleanup.policy delete with no time or size limit; not compacted,
+// see ClaimGroup).
+func metaConfig() map[string]*string {
+	return map[string]*string{
+		"cleanup.policy":  kadm.StringPtr("delete"),
+		"retention.ms":    kadm.StringPtr("-1"),
+		"retention.bytes": kadm.StringPtr("-1"),
+	}
+}
+
+// Ensure creates the missing topics of n with spec (the meta topic with one
+// partition), then checks all of them (Check). It returns the partition
+// count of the commands topic.
 func Ensure(ctx context.Context, cl *kgo.Client, n Names, spec Spec) (int32, error) {
 	adm := kadm.NewClient(cl)
 	if spec.Partitions < 1 {
 		return 0, fmt.Errorf("creating topics for %q: partitions is %d, must be at least 1", n.Prefix, spec.Partitions)
 	}
-	details, err := partitionCounts(ctx, cl, n.All())
+	details, err := partitionCounts(ctx, cl, append(n.All(), n.Meta))
 	if err != nil {
 		return 0, fmt.Errorf("listing topics for %q: %w", n.Prefix, err)
 	}
 	created := false
-	for topic, cfg := range n.configs() {
+	create := func(topic string, partitions int32, cfg map[string]*string) error {
 		if _, ok := details[topic]; ok {
-			continue
+			return nil
 		}
-		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)
+		resp, err := adm.CreateTopic(ctx, partitions, spec.ReplicationFactor, cfg, topic)
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return 0, fmt.Errorf("creating topic %s (%d partitions, replication %d): %w %s", topic, spec.Partitions, spec.ReplicationFactor, err, resp.ErrMessage)
+			return fmt.Errorf("creating topic %s (%d partitions, replication %d): %w %s", topic, partitions, spec.ReplicationFactor, err, resp.ErrMessage)
 		}
 		created = true
+		return nil
+	}
+	for topic, cfg := range n.configs() {
+		if err := create(topic, spec.Partitions, cfg); err != nil {
+			return 0, err
+		}
+	}
+	if err := create(n.Meta, 1, metaConfig()); err != nil {
+		return 0, err
 	}
 	if !created {
 		return Check(ctx, cl, n)
@@ -111,17 +135,18 @@ func Ensure(ctx context.Context, cl *kgo.Client, n Names, spec Spec) (int32, err
 	}
 }
 
-// Check validates the existing topics of n: all five exist; commands, events
-// and state have the same partition count; events and state are compacted.
+// Check validates the existing topics of n: all six exist; commands, events
+// and state have the same partition count; events and state are compacted;
+// the meta topic has one partition and keeps its records forever.
 // It returns the commands topic's partition count, or a *InvalidError.
 func Check(ctx context.Context, cl *kgo.Client, n Names) (int32, error) {
 	adm := kadm.NewClient(cl)
-	counts, err := partitionCounts(ctx, cl, n.All())
+	counts, err := partitionCounts(ctx, cl, append(n.All(), n.Meta))
 	if err != nil {
 		return 0, fmt.Errorf("listing topics for %q: %w", n.Prefix, err)
 	}
 	var problems []Problem
-	for _, t := range n.All() {
+	for _, t := range append(n.All(), n.Meta) {
 		if _, ok := counts[t]; !ok {
 			problems = append(problems, Problem{Topic: t, Missing: true, What: "does not exist", Fix: fmt.Sprintf("run `chronicle topics %s --create`", n.Prefix)})
 		}
@@ -133,8 +158,12 @@ func Check(ctx context.Context, cl *kgo.Client, n Names) (int32, error) {
 				Fix: fmt.Sprintf("give all three the same count: kafka-topics --alter --topic <smaller> --partitions %d (only ever grow a topic before it holds data: growing moves keys)", max(c, want))})
 		}
 	}
+	if c, ok := counts[n.Meta]; ok && c != 1 {
+		problems = append(problems, Problem{Topic: n.Meta, What: fmt.Sprintf("has %d partitions, but the claims of consumer groups must sit in one partition so that every processor reads them in the same order", c),
+			Fix: fmt.Sprintf("kafka-topics --delete --topic %s, then `chronicle topics %s --create` (it only records which group serves these topics; the next processor to start records its group again)", n.Meta, n.Prefix)})
+	}
 	var existing []string
-	for _, t := range []string{n.Events, n.State} {
+	for _, t := range []string{n.Events, n.State, n.Meta} {
 		if _, ok := counts[t]; ok {
 			existing = append(existing, t)
 		}
@@ -149,10 +178,18 @@ func Check(ctx context.Context, cl *kgo.Client, n Names) (int32, error) {
 				return 0, fmt.Errorf("describing config of %s: %w", rc.Name, rc.Err)
 			}
 			policy := "delete"
+			values := map[string]string{}
 			for _, c := range rc.Configs {
+				if c.Value != nil {
+					values[c.Key] = *c.Value
+				}
 				if c.Key == "cleanup.policy" && c.Value != nil {
 					policy = *c.Value
 				}
+			}
+			if rc.Name == n.Meta {
+				problems = append(problems, metaProblems(rc.Name, policy, values)...)
+				continue
 			}
 			if policy != "compact" {
 				problems = append(problems, Problem{Topic: rc.Name, What: fmt.Sprintf("cleanup.policy is %q, so Kafka would delete history by time or size", policy),
@@ -164,6 +201,27 @@ func Check(ctx context.Context, cl *kgo.Client, n Names) (int32, error) {
 		return 0, &InvalidError{Problems: problems}
 	}
 	return want, nil
+}
+
+// metaProblems checks that the meta topic keeps every claim forever: the
+// order of the claims decides which group owns the topics, so neither
+// retention nor compaction may remove one.
+func metaProblems(topic, policy string, values map[string]string) []Problem {
+	var problems []Problem
+	if strings.Contains(policy, "compact") {
+		problems = append(problems, Problem{Topic: topic, What: fmt.Sprintf("cleanup.policy is %q; compaction would remove group claims and could change which group owns the topics", policy),
+			Fix: fmt.Sprintf("kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=delete,retention.ms=-1", topic)})
+	}
+	for _, key := range []string{"retention.ms", "retention.bytes"} {
+		if v, ok := values[key]; key == "retention.ms" && !ok || ok && v != "-1" {
+			if !ok {
+				v = "the broker default"
+			}
+			problems = append(problems, Problem{Topic: topic, What: fmt.Sprintf("%s is %s, so Kafka would delete group claims", key, v),
+				Fix: fmt.Sprintf("kafka-configs --alter --entity-type topics --entity-name %s --add-config %s=-1", topic, key)})
+		}
+	}
+	return problems
 }
 
 // partitionCounts asks the brokers (bypassing the client's metadata cache,

@@ -1,10 +1,11 @@
 // Package topics names, creates and validates the Kafka topics of one
 // aggregate type: commands (input), events (the compacted event store), state
-// (compacted latest state), results (one per command) and dlq (undecodable
-// commands).
+// (compacted latest state), results (one per command), dlq (undecodable
+// commands) and meta (which consumer group serves them, see ClaimGroup).
 package topics
 
-// Names are the five topics of one aggregate type.
+// Names are the topics of one aggregate type: the five data topics (All)
+// and the meta topic.
 type Names struct {
 	// Prefix is the shared prefix, e.g. "orders".
 	Prefix string
@@ -20,10 +21,15 @@ type Names struct {
 	// DLQ holds commands that could not be decoded, bytes untouched, with
 	// the error in headers.
 	DLQ string
+	// Meta holds the claims of consumer groups on these topics (one
+	// partition, kept forever): which group serves them and since when.
+	// See ClaimGroup.
+	Meta string
 }
 
 // For returns the topic names for prefix: "<prefix>.commands",
-// "<prefix>.events", "<prefix>.state", "<prefix>.results", "<prefix>.dlq".
+// "<prefix>.events", "<prefix>.state", "<prefix>.results", "<prefix>.dlq"
+// and "<prefix>.meta".
 func For(prefix string) Names {
 	return Names{
 		Prefix:   prefix,
@@ -32,5 +38,6 @@ func For(prefix string) Names {
 		State:    prefix + ".state",
 		Results:  prefix + ".results",
 		DLQ:      prefix + ".dlq",
+		Meta:     prefix + ".meta",
 	}
 }

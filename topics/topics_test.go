@@ -76,10 +76,10 @@ func TestCheckSaysWhatIsWrongAndHowToFixIt(t *testing.T) {
 		t.Fatalf("Check: %v, want ErrInvalidTopics", err)
 	}
 	var inv *InvalidError
-	if !errors.As(err, &inv) || len(inv.Problems) != 3 {
+	if !errors.As(err, &inv) || len(inv.Problems) != 4 {
 		t.Fatalf("problems: %v", err)
 	}
-	for _, want := range []string{"bad.dlq: does not exist", "bad.events: has 3 partitions but bad.commands has 6", "cleanup.policy=compact"} {
+	for _, want := range []string{"bad.dlq: does not exist", "bad.meta: does not exist", "bad.events: has 3 partitions but bad.commands has 6", "cleanup.policy=compact"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
