@@ -38,6 +38,10 @@ type Config struct {
 	TransactionalID string
 	// Aggregates are the aggregate types to serve.
 	Aggregates []Binding
+	// TakeOver lets this Group take the topics over from the consumer group
+	// that serves them (see topics.ClaimGroup). Stop the other group's
+	// processors first, or both process every command.
+	TakeOver bool
 
 	// Partitions and ReplicationFactor are used to create missing topics.
 	// Defaults 6 and -1 (broker default).

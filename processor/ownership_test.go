@@ -2,11 +2,15 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/topics"
 )
 
 // Issue 8, scenario 4: GroupTransactSession passes only the first revoke to
@@ -115,4 +119,58 @@ func TestRestartFencesThePredecessorAtOnce(t *testing.T) {
 			t.Fatal("the fenced transaction's record is visible")
 		}
 	}
+}
+
+// Issue 8, scenario 5: a processor of a second consumer group on the same
+// topics would process every command a second time. It refuses to start,
+// naming the group that serves them; --take-over hands them over, and the
+// former group's processors stop.
+func TestASecondGroupIsRefusedAndTakeOverStopsTheFirst(t *testing.T) {
+	c := startCluster(t)
+	kind := counterKind()
+	a := startProcessorNoCleanupErr(t, testConfig(t, c, "grp-a", Binding{Kind: kind, Prefix: "grp"}))
+	a.p.topicCheckEvery = 200 * time.Millisecond
+	<-a.p.Ready()
+	cfgB := testConfig(t, c, "grp-b", Binding{Kind: kind, Prefix: "grp"})
+	cfgB.Group = "other-group"
+	b, err := New(cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = b.Run(ctx)
+	if !errors.Is(err, topics.ErrGroupConflict) || !strings.Contains(err.Error(), "test-group") || !strings.Contains(err.Error(), "--take-over") {
+		t.Fatalf("a second group started: %v; want a conflict naming test-group and --take-over", err)
+	}
+	cfgB.TakeOver = true
+	taker := startProcessor(t, cfgB)
+	<-taker.p.Ready()
+	select {
+	case err := <-a.done:
+		if err == nil || !strings.Contains(err.Error(), "taken over") {
+			t.Fatalf("the former group stopped with %v, want an error saying the topics were taken over", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the former group's processor still runs 20s after the take-over")
+	}
+	prod := newProducer(t, c)
+	rec := command(t, kind, "grp.commands", "c-1", createCounter{}, nil)
+	produceAll(t, prod, []*kgo.Record{rec})
+	waitResults(t, c, "grp.results", 1, 30*time.Second)
+}
+
+// startProcessorNoCleanupErr is startProcessor for a processor expected to
+// stop on its own with an error, read from done.
+func startProcessorNoCleanupErr(t testing.TB, cfg Config) *running {
+	t.Helper()
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{p: p, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(cancel)
+	return r
 }

@@ -66,6 +66,10 @@ type Processor struct {
 	// lost callbacks until the loop re-arms them with an idle End.
 	assignment  atomic.Pointer[map[string][]int32]
 	revokedSeen atomic.Bool
+	// lastTopicCheck is when checkTopics last ran (main loop only), every
+	// topicCheckEvery.
+	lastTopicCheck  time.Time
+	topicCheckEvery time.Duration
 	sess        atomic.Pointer[kgo.GroupTransactSession]
 	adm         *kadm.Client
 	baseClient  *kgo.Client
@@ -101,6 +105,7 @@ func New(cfg Config) (*Processor, error) {
 	p := &Processor{
 		cfg: cfg, log: cfg.Logger, bindings: map[string]*binding{}, owner: topics.NewOwner(),
 		parts: map[topicPartition]*partition{}, crash: make(chan struct{}), ready: make(chan struct{}),
+		topicCheckEvery: topicCheckEvery,
 	}
 	for _, b := range cfg.Aggregates {
 		names := topics.For(b.Prefix)
@@ -141,7 +146,10 @@ func (p *Processor) Run(ctx context.Context) error {
 			return fmt.Errorf("preparing topics of %q: %w", b.names.Prefix, err)
 		}
 		b.n = n
-		p.log.Info("topics ready", "prefix", b.names.Prefix, "partitions", n)
+		if err := topics.ClaimGroup(ctx, base, b.names, p.cfg.Group, p.cfg.TakeOver); err != nil {
+			return fmt.Errorf("claiming the topics of %q for group %q: %w", b.names.Prefix, p.cfg.Group, err)
+		}
+		p.log.Info("topics ready", "prefix", b.names.Prefix, "partitions", n, "group", p.cfg.Group)
 	}
 	p.readyOnce.Do(func() { close(p.ready) })
 	// The writer outlives sessions: checkpoints taken when a session ends
@@ -166,6 +174,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		err := p.runSession(ctx)
 		if ctx.Err() != nil || p.crashed() {
 			return nil
+		}
+		if errors.Is(err, errFatal) {
+			return err
 		}
 		p.log.Error("processing session failed; starting a new one", "err", err, "retry_in", backoff)
 		select {
@@ -266,6 +277,9 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 			if err := p.rearm(ctx, sess); err != nil {
 				return err
 			}
+			if err := p.checkTopics(ctx); err != nil {
+				return err
+			}
 		}
 		pollCtx, cancel := context.WithTimeout(ctx, p.pollWait(&t))
 		fetches := sess.PollRecords(pollCtx, p.cfg.CommitEvery-t.count)
@@ -299,6 +313,48 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 			p.settleStores()
 		}
 	}
+}
+
+// errFatal marks a session error that starting a new session cannot fix:
+// Run returns it.
+var errFatal = errors.New("the processor cannot go on")
+
+// topicCheckEvery is how often a running processor checks that its group
+// still owns the topics and that their partition counts did not change.
+const topicCheckEvery = 30 * time.Second
+
+// checkTopics checks, at most every topicCheckEvery, that this group still
+// serves the topics (another was not given them with --take-over) and that
+// no partition count changed, which would move aggregates to other
+// partitions and fork their history. Either is fatal.
+func (p *Processor) checkTopics(ctx context.Context) error {
+	if time.Since(p.lastTopicCheck) < p.topicCheckEvery {
+		return nil
+	}
+	p.lastTopicCheck = time.Now()
+	for _, b := range p.bindings {
+		err := topics.CheckPartitions(ctx, p.baseClient, b.names, b.n)
+		if errors.Is(err, topics.ErrPartitionsChanged) {
+			p.log.Error("partition count changed; stopping", "prefix", b.names.Prefix, "err", err)
+			return fmt.Errorf("%w: %w", errFatal, err)
+		}
+		if err != nil {
+			p.log.Warn("checking the partition counts failed; retrying later", "prefix", b.names.Prefix, "err", err)
+			continue
+		}
+		own, err := topics.GroupOwner(ctx, p.baseClient, b.names)
+		if err != nil {
+			p.log.Warn("checking which group serves the topics failed; retrying later", "prefix", b.names.Prefix, "err", err)
+			continue
+		}
+		if own.Group != "" && own.Group != p.cfg.Group {
+			err := fmt.Errorf("%w: the topics of %q were taken over by group %q at %v; this instance of group %q stops so that no command is processed twice",
+				errFatal, b.names.Prefix, own.Group, own.Since, p.cfg.Group)
+			p.log.Error("topics taken over by another group; stopping", "err", err)
+			return err
+		}
+	}
+	return nil
 }
 
 // rearm keeps this instance's idea of its partitions exact while no

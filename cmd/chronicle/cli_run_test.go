@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -77,7 +78,18 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 			t.Errorf("want a Redis error without the password:\n%s", out)
 		}
 	})
-	t.Run("right credentials process commands", func(t *testing.T) {
+	for i, tc := range []struct{ name, redisURL string }{
+		{"right credentials process commands", redisURL},
+		// Redis only speeds restores up: run starts without it.
+		{"Redis down at start still processes commands", "redis://127.0.0.1:1/0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { runAndSend(t, run, c, tc.redisURL, fmt.Sprintf("o-sasl-%d", i)) })
+	}
+}
+
+// runAndSend starts run and sends one CreateOrder through it.
+func runAndSend(t *testing.T, run func(ctx context.Context, kafkaPass, redisURL string) (*exec.Cmd, *syncBuffer), c *kfake.Cluster, redisURL, orderID string) {
+	{
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		cmd, out := run(ctx, "s3cret-kafka", redisURL)
@@ -103,7 +115,7 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer prod.Close()
-		cmdEnv, err := order.Definition().NewCommand("o-sasl", order.CreateOrder{UserID: "u-1"}, aggregates.Metadata{})
+		cmdEnv, err := order.Definition().NewCommand(orderID, order.CreateOrder{UserID: "u-1"}, aggregates.Metadata{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,5 +144,5 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 		if err != nil || res.Status != aggregates.StatusAccepted {
 			t.Fatalf("result %+v, %v\n%s", res, err, out)
 		}
-	})
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"log/slog"
 	"net/url"
 	"time"
@@ -15,7 +16,8 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	fs := newFlags("run", "run [flags]", s.err)
 	var k kafkaFlags
 	k.register(fs, "")
-	group := fs.String("group", "chronicle", "consumer group shared by all instances")
+	group := fs.String("group", "chronicle", "consumer group shared by all instances; the topics remember the group that serves them and refuse another")
+	takeOver := fs.Bool("take-over", false, "let --group take the topics over from the group that serves them (stop that group's processors first, or both process every command)")
 	txnID := fs.String("transactional-id", "", "stable, unique transactional id of this instance (default chronicle-<hostname>)")
 	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs to serve")
 	partitions := fs.Int("partitions", 6, "partitions of topics created at start-up")
@@ -55,14 +57,18 @@ func runRun(ctx context.Context, args []string, s streams) int {
 			return fail(s, "run", err)
 		}
 		defer rs.Close()
-		if err := pingStore(ctx, rs); err != nil {
-			return fail(s, "run", fmt.Errorf("redis %s: %w", redactURL(*redisURL), err))
+		if err := pingStore(ctx, rs); err != nil && (strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "NOAUTH")) {
+			return fail(s, "run", fmt.Errorf("redis %s: %w (check the user and password in --redis)", redactURL(*redisURL), err))
+		} else if err != nil {
+			// Redis only speeds restores up: start anyway, restoring from
+			// Kafka; snapshots resume when it answers.
+			logger.Warn("Redis unreachable at start; restoring from Kafka alone until it answers", "redis", redactURL(*redisURL), "err", err)
 		}
 		store = rs
 	}
 	p, err := processor.New(processor.Config{
 		Snapshots: store, CacheSize: *cacheSize, CheckpointEvents: *cpEvents, CheckpointInterval: *cpInterval,
-		Brokers: k.brokerList(), KafkaOptions: opts, Group: *group, TransactionalID: *txnID,
+		Brokers: k.brokerList(), KafkaOptions: opts, Group: *group, TakeOver: *takeOver, TransactionalID: *txnID,
 		Aggregates: bindings, Partitions: int32(*partitions), ReplicationFactor: int16(*replication),
 		CommitEvery: *commitEvery, CommitInterval: *commitInterval, MaxCommandBytes: *maxBytes,
 		Concurrency: *concurrency, SessionTimeout: *sessionTimeout, TransactionTimeout: *txnTimeout,
@@ -79,8 +85,8 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	return 0
 }
 
-// pingStore fails fast on wrong Redis credentials or address: one checkpoint
-// read of a partition that does not exist.
+// pingStore tells early about wrong Redis credentials or address: one
+// checkpoint read of a partition that does not exist.
 func pingStore(ctx context.Context, rs *snapshots.Redis) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
