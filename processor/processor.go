@@ -70,9 +70,9 @@ type Processor struct {
 	// topicCheckEvery.
 	lastTopicCheck  time.Time
 	topicCheckEvery time.Duration
-	sess        atomic.Pointer[kgo.GroupTransactSession]
-	adm         *kadm.Client
-	baseClient  *kgo.Client
+	sess            atomic.Pointer[kgo.GroupTransactSession]
+	adm             *kadm.Client
+	baseClient      *kgo.Client
 
 	// writer saves snapshots and checkpoints; nil without a store.
 	writer *writer

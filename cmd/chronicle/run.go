@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/chronicle-es/chronicle/processor"
