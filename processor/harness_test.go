@@ -129,9 +129,10 @@ func testConfig(t testing.TB, c *kfake.Cluster, txnID string, bindings ...Bindin
 
 // running is a processor started by startProcessor.
 type running struct {
-	p      *Processor
-	cancel context.CancelFunc
-	done   chan error
+	p               *Processor
+	foreignExpected bool // the test writes to the events topic itself
+	cancel          context.CancelFunc
+	done            chan error
 }
 
 func startProcessor(t testing.TB, cfg Config) *running {
@@ -149,6 +150,9 @@ func startProcessor(t testing.TB, cfg Config) *running {
 
 func (r *running) stop(t testing.TB) {
 	t.Helper()
+	if n := r.p.Stats().ForeignWrites; n != 0 && !r.foreignExpected {
+		t.Errorf("%d commits found foreign events in their events partition; only this test's processors write there", n)
+	}
 	r.cancel()
 	select {
 	case err, ok := <-r.done:

@@ -257,3 +257,39 @@ func TestUnencodableEventIsRejectedAlone(t *testing.T) {
 		t.Errorf("c-0 has %d events, want 2", len(evs["c-0"]))
 	}
 }
+
+// Issue 8: a processor that finds events in its events partition that it
+// did not write stops that partition, logs an ERROR and restores it, so it
+// decides on them too.
+func TestForeignEventsAreDetectedAndRestored(t *testing.T) {
+	e := newSnapEnv(t, 1)
+	var logs syncBuffer
+	cfg := e.config(t, "foreign")
+	cfg.CommitEvery = 1
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	r := startProcessor(t, cfg)
+	r.foreignExpected = true
+	d := &decider{t: t, e: e}
+	d.want(command(t, e.kind, e.names.Commands, "c-0", createCounter{}, nil), aggregates.StatusAccepted, 0)
+	// Someone else appends c-0's version 1 (e.g. a second consumer group).
+	other := e.kind.New("c-0")
+	for _, c := range []any{createCounter{}, addCounter{N: 40}} {
+		evs, err := other.Execute(mustCommand(t, e.kind, "c-0", c), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if evs[0].Version == 1 {
+			v, _ := evs[0].Encode()
+			produceAll(t, e.prod, []*kgo.Record{{Topic: e.names.Events, Partition: 0, Key: topics.EventKey("c-0", 1), Value: v}})
+		}
+	}
+	// The next commit lands past the foreign event: detected, restored.
+	d.want(command(t, e.kind, e.names.Commands, "c-1", createCounter{}, nil), aggregates.StatusAccepted, 0)
+	waitStat(t, "foreign writes", func() int64 { return r.p.Stats().ForeignWrites }, 1)
+	waitStat(t, "restores", func() int64 { return r.p.Stats().Restores }, 2)
+	// After the restore c-0 includes the foreign version 1.
+	d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 2}, nil), aggregates.StatusAccepted, 2)
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "foreign events") {
+		t.Errorf("no ERROR log about the foreign events:\n%s", out)
+	}
+}

@@ -475,7 +475,12 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	if committed && err == nil {
 		p.stats.txnsCommitted.Add(1)
 		for part := range touched {
-			part.st.committed()
+			if err := part.st.committed(); err != nil {
+				p.stats.foreignWrites.Add(1)
+				p.log.Error("foreign events in the events partition; restoring it from Kafka", "topic", part.b.names.Events, "partition", part.id, "err", err)
+				p.reset(part, true)
+				continue
+			}
 			if !part.isClosed() {
 				part.st.evict()
 				if part.st.checkpointDue(p.cfg.CheckpointEvents, p.cfg.CheckpointInterval) {
@@ -745,6 +750,7 @@ type Stats struct {
 	Checkpoints        int64 // checkpoints written
 	Evictions          int64 // aggregates evicted from the cache
 	Stopped            int64 // partitions stopped because the running code cannot restore them
+	ForeignWrites      int64 // commits whose events did not land where ours must: someone else writes the events partition
 }
 
 type counters struct {
@@ -752,6 +758,7 @@ type counters struct {
 	txnsCommitted, txnsAborted, restores, eventsReplayed                 atomic.Int64
 	fullReplays, checkpointRestores, fallbacks, snapshotLoads            atomic.Int64
 	snapshotsSaved, checkpoints, evictions, stopped                      atomic.Int64
+	foreignWrites                                                        atomic.Int64
 }
 
 // Stats returns a copy of the counters.
@@ -764,7 +771,7 @@ func (p *Processor) Stats() Stats {
 		Restores: s.restores.Load(), EventsReplayed: s.eventsReplayed.Load(),
 		FullReplays: s.fullReplays.Load(), CheckpointRestores: s.checkpointRestores.Load(), Fallbacks: s.fallbacks.Load(),
 		SnapshotLoads: s.snapshotLoads.Load(), SnapshotsSaved: s.snapshotsSaved.Load(), Checkpoints: s.checkpoints.Load(),
-		Evictions: s.evictions.Load(), Stopped: s.stopped.Load(),
+		Evictions: s.evictions.Load(), Stopped: s.stopped.Load(), ForeignWrites: s.foreignWrites.Load(),
 	}
 }
 

@@ -96,7 +96,7 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 		return rep, err
 	}
 	rep.from = start
-	s.nextOffset = end
+	s.nextOffset, s.expectNext = end, end
 	if start > 0 {
 		rep.mode = "from checkpoint"
 		s.stats.checkpointRestores.Add(1)

@@ -70,7 +70,12 @@ type aggState struct {
 	open     map[string][]byte   // changed in the open transaction: its new state record (nil once produced)
 	produced []producedEvent     // events produced in the open transaction
 
-	nextOffset    int64 // events offset after the last committed event
+	nextOffset int64 // events offset after the last committed event
+	// expectNext is where our next event record must land in the events
+	// partition: its end after the restore, then two past the last event
+	// of each committed transaction (one offset for its commit marker).
+	// Anything else means someone else wrote to the partition.
+	expectNext    int64
 	eventsSinceCP int
 	lastCP        time.Time
 	closed        atomic.Bool
@@ -205,10 +210,18 @@ func (s *aggState) changed(id string, rec *kgo.Record, state []byte) {
 }
 
 // committed is called once the transaction that touched the partition
-// committed: its events now have offsets and are history.
-func (s *aggState) committed() {
+// committed: its events now have offsets and are history. It returns an
+// error when they did not land where this instance's own writes would put
+// them: another writer appended to the events partition.
+func (s *aggState) committed() error {
+	var foreign error
 	for _, pe := range s.produced {
 		off := pe.rec.Offset
+		if off != s.expectNext && foreign == nil {
+			foreign = fmt.Errorf("event %s@%d landed at offset %d of the events partition, where this instance expected %d: something else writes to it (another consumer group, a processor that should have been fenced, a producer outside Chronicle)",
+				pe.id, off, off, s.expectNext)
+		}
+		s.expectNext = off + 1
 		if e := s.cache.entries[pe.id]; e != nil && off > e.offset {
 			e.offset = off
 		}
@@ -216,9 +229,13 @@ func (s *aggState) committed() {
 		s.unsaved[pe.id] = struct{}{}
 		s.eventsSinceCP++
 	}
+	if len(s.produced) > 0 {
+		s.expectNext++ // the commit marker
+	}
 	clear(s.produced)
 	s.produced = s.produced[:0]
 	clear(s.open)
+	return foreign
 }
 
 // applyAcks marks the snapshots the writer stored since the last call.
