@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"pgregory.net/rapid"
 
 	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/snapshots"
 )
 
@@ -45,13 +47,18 @@ func (l *memLog) read(_ context.Context, from, end int64, fn func([]rawEvent) er
 
 func (l *memLog) end() int64 { return int64(len(l.recs)) }
 
-// faultyStore is a snapshots.Memory behind every fault Redis can show:
-// flushed, rolled back to an older copy, refusing writes while reads work,
-// down, slow (a write that times out for its caller but lands later), and
-// written by another owner.
+// faultyStore puts a snapshot store behind every fault Redis can show:
+// flushed, rolled back to an older copy (memory only), refusing writes while
+// reads work, down, slow (a write that times out for its caller but lands
+// later), and written by another owner. On a real redis-server, flush is
+// FLUSHALL and read-only is maxmemory under noeviction, so the server itself
+// refuses; the other faults are injected here.
 type faultyStore struct {
-	mem        *snapshots.Memory
-	copies     []*snapshots.Memory
+	inner      SnapshotStore
+	mem        *snapshots.Memory   // the memory store, nil on Redis
+	copies     []*snapshots.Memory // earlier copies of mem, to roll back to
+	flush      func()
+	setOOM     func(on bool) // nil: read-only is emulated
 	down       bool
 	readOnly   bool // OOM or a read-only replica: writes fail, reads work
 	slow       bool // writes time out for the caller and land later
@@ -61,34 +68,44 @@ type faultyStore struct {
 
 var errFault = errors.New("injected store fault")
 
+func (f *faultyStore) refusesWrites() bool { return f.down || (f.readOnly && f.setOOM == nil) }
+
 func (f *faultyStore) Claim(ctx context.Context, aggType string, part int32, epoch string) (snapshots.Checkpoint, bool, error) {
-	if f.down || f.readOnly {
+	if f.refusesWrites() {
 		return snapshots.Checkpoint{}, false, errFault
 	}
-	return f.mem.Claim(ctx, aggType, part, epoch)
+	return f.inner.Claim(ctx, aggType, part, epoch)
 }
 
 func (f *faultyStore) LoadLeased(ctx context.Context, aggType string, part int32, l snapshots.Lease, ids []string) (map[string]snapshots.Snapshot, error) {
 	if f.down {
 		return nil, errFault
 	}
-	return f.mem.LoadLeased(ctx, aggType, part, l, ids)
+	return f.inner.LoadLeased(ctx, aggType, part, l, ids)
 }
 
 func (f *faultyStore) SaveLeased(ctx context.Context, aggType string, part int32, l snapshots.Lease, cp *snapshots.Checkpoint, snaps []snapshots.Snapshot) (snapshots.Lease, error) {
-	if f.down || f.readOnly {
+	if f.refusesWrites() {
 		return snapshots.Lease{}, errFault
 	}
 	if f.slow {
 		snaps = append([]snapshots.Snapshot(nil), snaps...)
 		f.late = append(f.late, func() {
-			if _, err := f.mem.SaveLeased(context.Background(), aggType, part, l, cp, snaps); err == nil {
+			if _, err := f.inner.SaveLeased(context.Background(), aggType, part, l, cp, snaps); err == nil {
 				f.lateWrites++
 			}
 		})
 		return snapshots.Lease{}, fmt.Errorf("%w: timed out (the write lands later)", errFault)
 	}
-	return f.mem.SaveLeased(ctx, aggType, part, l, cp, snaps)
+	return f.inner.SaveLeased(ctx, aggType, part, l, cp, snaps)
+}
+
+// memoryFaults is a faultyStore over snapshots.Memory.
+func memoryFaults() *faultyStore {
+	f := &faultyStore{mem: snapshots.NewMemory()}
+	f.inner = f.mem
+	f.flush = func() { f.mem.Flush() }
+	return f
 }
 
 // stateModel drives one partition's aggState through commands, commits,
@@ -109,8 +126,8 @@ type stateModel struct {
 	restores, stale int
 }
 
-func newStateModel(t *rapid.T) *stateModel {
-	m := &stateModel{t: t, kind: counterKind(), store: &faultyStore{mem: snapshots.NewMemory()}, stats: &counters{},
+func newStateModel(t *rapid.T, store *faultyStore) *stateModel {
+	m := &stateModel{t: t, kind: counterKind(), store: store, stats: &counters{},
 		ids: []string{"c-0", "c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7"}, now: time.Unix(1_700_000_000, 0)}
 	m.writer = newWriter(m.store, slog.New(slog.DiscardHandler), m.stats)
 	m.restore()
@@ -175,6 +192,14 @@ func (m *stateModel) get(id string) (*entry, bool) {
 	return e, true
 }
 
+// landLate applies the oldest write that timed out for its caller.
+func (m *stateModel) landLate(*rapid.T) {
+	if len(m.store.late) > 0 {
+		m.store.late[0]()
+		m.store.late = m.store.late[1:]
+	}
+}
+
 // command decides one command on id and commits or aborts it.
 func (m *stateModel) command(t *rapid.T) {
 	id := rapid.SampledFrom(m.ids).Draw(t, "id")
@@ -206,7 +231,7 @@ func (m *stateModel) command(t *rapid.T) {
 		recs = append(recs, rawEvent{offset: off, value: v})
 		m.st.changed(id, &kgo.Record{Offset: off}, []byte("state"))
 	}
-	if rapid.IntRange(0, 9).Draw(t, "abort") == 0 {
+	if rapid.IntRange(0, 19).Draw(t, "abort") == 0 {
 		// Aborted: the records and the abort marker take offsets, but a
 		// read_committed reader never sees them.
 		for range len(recs) + 1 {
@@ -227,64 +252,109 @@ func (m *stateModel) command(t *rapid.T) {
 }
 
 func TestStateMatchesTheLogUnderStoreFaults(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		m := newStateModel(t)
-		actions := map[string]func(*rapid.T){
-			"command":    m.command,
-			"command2":   m.command,
-			"command3":   m.command,
-			"check":      func(t *rapid.T) { m.get(rapid.SampledFrom(m.ids).Draw(t, "id")) },
-			"checkpoint": func(*rapid.T) { m.st.checkpoint() },
-			"evict":      func(*rapid.T) { m.st.evict() },
-			"write":      func(*rapid.T) { m.writer.step(context.Background()) },
-			"write2":     func(*rapid.T) { m.writer.step(context.Background()) },
-			"settle": func(*rapid.T) {
-				if m.st.lostErr() != nil {
-					m.restore()
-				}
-			},
-			"rebalance": func(*rapid.T) { m.restore() },
-			"flush":     func(*rapid.T) { m.store.mem.Flush() },
-			"copy":      func(*rapid.T) { m.store.copies = append(m.store.copies, m.store.mem.Copy()) },
-			"rollback": func(t *rapid.T) {
-				if len(m.store.copies) > 0 {
-					m.store.mem = m.store.copies[rapid.IntRange(0, len(m.store.copies)-1).Draw(t, "copy")].Copy()
-				}
-			},
-			"down":      func(*rapid.T) { m.store.down = !m.store.down },
-			"read-only": func(*rapid.T) { m.store.readOnly = !m.store.readOnly },
-			"slow":      func(*rapid.T) { m.store.slow = !m.store.slow },
-			"land-late": func(*rapid.T) {
-				if len(m.store.late) > 0 {
-					m.store.late[0]()
-					m.store.late = m.store.late[1:]
-				}
-			},
-			"foreign-claim": func(*rapid.T) {
-				m.store.mem.Claim(context.Background(), m.kind.Name(), 0, fmt.Sprintf("foreign-%d", m.restores))
-			},
+	rapid.Check(t, func(t *rapid.T) { runStateModel(t, memoryFaults(), 50, 300) })
+}
+
+// TestStateMatchesTheLogUnderRedisFaults runs the model on a real
+// redis-server, which flushes and refuses writes (maxmemory) itself.
+func TestStateMatchesTheLogUnderRedisFaults(t *testing.T) {
+	srv := redistest.Start(t)
+	rs, err := snapshots.Open(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: srv.Password()})
+	t.Cleanup(func() { rc.Close() })
+	ctx := context.Background()
+	oom := func(on bool) {
+		limit := "0"
+		if on {
+			limit = "1"
 		}
-		names := make([]string, 0, len(actions))
-		for n := range actions {
-			names = append(names, n)
+		if err := rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+			t.Fatal(err)
 		}
-		slices.Sort(names)
-		steps := rapid.IntRange(50, 300).Draw(t, "steps")
-		for range steps {
-			actions[rapid.SampledFrom(names).Draw(t, "action")](t)
+		if err := rc.ConfigSet(ctx, "maxmemory", limit).Err(); err != nil {
+			t.Fatal(err)
 		}
-		// Heal the store, let the writer finish, and check every aggregate
-		// once more, also after one more restore from what the store holds.
-		m.store.down, m.store.readOnly, m.store.slow = false, false, false
-		for i := 0; i < 50 && m.writer.pending() > 0; i++ {
-			m.writer.step(context.Background())
-		}
-		for _, id := range m.ids {
-			m.get(id)
-		}
-		m.restore()
-		for _, id := range m.ids {
-			m.get(id)
-		}
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		oom(false)
+		srv.FlushAll()
+		f := &faultyStore{inner: rs, flush: srv.FlushAll, setOOM: oom}
+		runStateModel(rt, f, 20, 80)
+		oom(false)
 	})
+}
+
+// runStateModel draws between minSteps and maxSteps actions, then heals the
+// store and checks every aggregate, also after one more restore.
+func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) {
+	m := newStateModel(t, store)
+	actions := map[string]func(*rapid.T){
+		"command":    m.command,
+		"command2":   m.command,
+		"command3":   m.command,
+		"check":      func(t *rapid.T) { m.get(rapid.SampledFrom(m.ids).Draw(t, "id")) },
+		"checkpoint": func(*rapid.T) { m.st.checkpoint() },
+		"evict":      func(*rapid.T) { m.st.evict() },
+		"write":      func(*rapid.T) { m.writer.step(context.Background()) },
+		"write2":     func(*rapid.T) { m.writer.step(context.Background()) },
+		"settle": func(*rapid.T) {
+			if m.st.lostErr() != nil {
+				m.restore()
+			}
+		},
+		"rebalance": func(*rapid.T) { m.restore() },
+		"flush":     func(*rapid.T) { m.store.flush() },
+		"down":      func(*rapid.T) { m.store.down = !m.store.down },
+		"read-only": func(*rapid.T) {
+			m.store.readOnly = !m.store.readOnly
+			if m.store.setOOM != nil {
+				m.store.setOOM(m.store.readOnly)
+			}
+		},
+		"slow":       func(*rapid.T) { m.store.slow = !m.store.slow },
+		"land-late":  m.landLate,
+		"land-late2": m.landLate,
+		"foreign-claim": func(*rapid.T) {
+			m.store.inner.Claim(context.Background(), m.kind.Name(), 0, fmt.Sprintf("foreign-%d", m.restores))
+		},
+	}
+	if m.store.mem != nil {
+		actions["copy"] = func(*rapid.T) { m.store.copies = append(m.store.copies, m.store.mem.Copy()) }
+		actions["rollback"] = func(t *rapid.T) {
+			if len(m.store.copies) > 0 {
+				m.store.mem = m.store.copies[rapid.IntRange(0, len(m.store.copies)-1).Draw(t, "copy")].Copy()
+				m.store.inner = m.store.mem
+			}
+		}
+	}
+	names := make([]string, 0, len(actions))
+	for n := range actions {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	steps := rapid.IntRange(minSteps, maxSteps).Draw(t, "steps")
+	for range steps {
+		actions[rapid.SampledFrom(names).Draw(t, "action")](t)
+	}
+	// Heal the store, let the writer finish, and check every aggregate once
+	// more, also after one more restore from what the store holds.
+	m.store.down, m.store.slow = false, false
+	if m.store.readOnly && m.store.setOOM != nil {
+		m.store.setOOM(false)
+	}
+	m.store.readOnly = false
+	for i := 0; i < 50 && m.writer.pending() > 0; i++ {
+		m.writer.step(context.Background())
+	}
+	for _, id := range m.ids {
+		m.get(id)
+	}
+	m.restore()
+	for _, id := range m.ids {
+		m.get(id)
+	}
 }
