@@ -162,17 +162,17 @@ type Report struct {
 	// Stats describes the run: what the log held and what the model
 	// predicted.
 	Stats Stats
-	// Recovery is, per fault, the longest a result waited for that fault
-	// to end and the processors to recover: the worst delay among the
-	// results whose clock the fault's end set.
+	// Recovery is, per fault, how long results waited in the period it
+	// began: the commands produced from its start until the next fault
+	// began (those produced during a fault count from its end).
 	Recovery []Recovery
 }
 
 // Recovery is how long results waited after one fault.
 type Recovery struct {
 	Fault    Fault
-	Results  int           // results whose waiting time counts from this fault's end
-	MaxDelay time.Duration // the longest of those waits
+	Results  int           // results of commands produced in the fault's period
+	MaxDelay time.Duration // the longest any of them waited
 }
 
 // Stats describes a checked history.
@@ -216,7 +216,7 @@ func (r *Report) String() string {
 		s.CommandRecords, s.Decided, s.Forwarded, s.Bad, s.Results, s.Events, s.Aggregates, s.StateRecords, s.DLQ)
 	fmt.Fprintf(&b, "predicted: %s; codes: %s\n", formatCounts(s.Predicted), formatCounts(s.Codes))
 	for _, rc := range r.Recovery {
-		fmt.Fprintf(&b, "recovery after %-26s %4d results waited on it, worst %v\n", rc.Fault.Name+":", rc.Results, rc.MaxDelay.Round(10*time.Millisecond))
+		fmt.Fprintf(&b, "after %-28s %5d results, the longest wait %v\n", rc.Fault.Name+":", rc.Results, rc.MaxDelay.Round(10*time.Millisecond))
 	}
 	return b.String()
 }
@@ -587,29 +587,24 @@ func checkProgress(matched []match, opts Options, rep *Report) {
 	stalls := map[stallKey]*stallInfo{}
 	for _, m := range matched {
 		produced, answered := m.exp.origin.Timestamp, m.res.Timestamp
-		start, by := produced, -1
-		for i, f := range faults {
+		start := produced
+		for _, f := range faults {
 			if !f.Start.After(answered) && f.End.After(start) && !f.End.After(answered) {
-				start, by = f.End, i
+				start = f.End
 			}
 		}
 		delay := answered.Sub(start)
-		if by >= 0 {
-			rec[by].Results++
-			rec[by].MaxDelay = max(rec[by].MaxDelay, delay)
+		// The period a result belongs to: the last fault that began
+		// before its clock started.
+		if at := lastStartedBy(faults, start); at >= 0 {
+			rec[at].Results++
+			rec[at].MaxDelay = max(rec[at].MaxDelay, delay)
 		}
 		if delay <= opts.StallBound {
 			continue
 		}
 		// Blame the last fault that began before the result was due.
-		blame := -1
-		due := start.Add(opts.StallBound)
-		for i, f := range faults {
-			if !f.Start.After(due) && (blame < 0 || f.Start.After(faults[blame].Start)) {
-				blame = i
-			}
-		}
-		k := stallKey{blame, m.exp.at.p}
+		k := stallKey{lastStartedBy(faults, start.Add(opts.StallBound)), m.exp.at.p}
 		s := stalls[k]
 		if s == nil {
 			s = &stallInfo{}
@@ -637,6 +632,18 @@ func checkProgress(matched []match, opts Options, rep *Report) {
 			name, k.partition, s.n, opts.StallBound, s.worst.Round(10*time.Millisecond), s.id)
 	}
 	rep.Recovery = rec
+}
+
+// lastStartedBy returns the index of the fault that began last at or
+// before t, or -1.
+func lastStartedBy(faults []Fault, t time.Time) int {
+	at := -1
+	for i, f := range faults {
+		if !f.Start.After(t) && (at < 0 || f.Start.After(faults[at].Start)) {
+			at = i
+		}
+	}
+	return at
 }
 
 // modelEvent is an event the model predicts or the log holds.
