@@ -101,8 +101,8 @@ const (
 	// forwarded, a second copy, or a copy on the wrong partition or with
 	// other bytes.
 	ForwardExtra Kind = "forward_extra"
-	// Stall: after a fault, a partition's results took longer than
-	// Options.StallBound (counted per fault and partition).
+	// Stall: a partition's results waited longer than Options.StallBound
+	// outside the faults' spans (counted per fault and partition).
 	Stall Kind = "stall"
 )
 
@@ -147,9 +147,10 @@ type Fault struct {
 type Options struct {
 	// Faults injected during the run, for the progress check.
 	Faults []Fault
-	// StallBound is how long a command may wait for its result, counted
-	// from when it was produced or, if a fault ended while it waited, from
-	// the end of that fault. Zero skips the progress check.
+	// StallBound is how long a command may wait for its result, not
+	// counting the time faults were in progress (from a Fault's Start to
+	// its End: a process killed until its replacement started, Redis
+	// down…). Zero skips the progress check.
 	StallBound time.Duration
 }
 
@@ -162,9 +163,9 @@ type Report struct {
 	// Stats describes the run: what the log held and what the model
 	// predicted.
 	Stats Stats
-	// Recovery is, per fault, how long results waited in the period it
-	// began: the commands produced from its start until the next fault
-	// began (those produced during a fault count from its end).
+	// Recovery is, per fault, how long results waited (outside faults)
+	// in the period it began: the commands produced from its start until
+	// the next fault began.
 	Recovery []Recovery
 }
 
@@ -565,16 +566,16 @@ func checkResults(h *History, byID map[string][]*expectation, rep *Report) []mat
 	return matched
 }
 
-// checkProgress finds results that waited longer than the bound, counting
-// from their command's production or from the end of the last fault that
-// ended while they waited.
+// checkProgress finds results that waited longer than the bound, not
+// counting the time faults were in progress.
 func checkProgress(matched []match, opts Options, rep *Report) {
 	faults := slices.Clone(opts.Faults)
-	slices.SortStableFunc(faults, func(a, b Fault) int { return a.End.Compare(b.End) })
+	slices.SortStableFunc(faults, func(a, b Fault) int { return a.Start.Compare(b.Start) })
 	rec := make([]Recovery, len(faults))
 	for i := range faults {
 		rec[i].Fault = faults[i]
 	}
+	windows := mergeWindows(faults)
 	type stallKey struct {
 		fault     int // -1: no fault
 		partition int32
@@ -587,32 +588,26 @@ func checkProgress(matched []match, opts Options, rep *Report) {
 	stalls := map[stallKey]*stallInfo{}
 	for _, m := range matched {
 		produced, answered := m.exp.origin.Timestamp, m.res.Timestamp
-		start := produced
-		for _, f := range faults {
-			if !f.Start.After(answered) && f.End.After(start) && !f.End.After(answered) {
-				start = f.End
-			}
-		}
-		delay := answered.Sub(start)
-		// The period a result belongs to: the last fault that began
-		// before its clock started.
-		if at := lastStartedBy(faults, start); at >= 0 {
+		wait := waitOutside(windows, produced, answered)
+		// A result belongs to the period of the last fault that began
+		// before its command was produced.
+		if at := lastStartedBy(faults, produced); at >= 0 {
 			rec[at].Results++
-			rec[at].MaxDelay = max(rec[at].MaxDelay, delay)
+			rec[at].MaxDelay = max(rec[at].MaxDelay, wait)
 		}
-		if delay <= opts.StallBound {
+		if wait <= opts.StallBound {
 			continue
 		}
-		// Blame the last fault that began before the result was due.
-		k := stallKey{lastStartedBy(faults, start.Add(opts.StallBound)), m.exp.at.p}
+		// Blame the last fault that began before the result was late.
+		k := stallKey{lastStartedBy(faults, lateAt(windows, produced, opts.StallBound)), m.exp.at.p}
 		s := stalls[k]
 		if s == nil {
 			s = &stallInfo{}
 			stalls[k] = s
 		}
 		s.n++
-		if delay > s.worst {
-			s.worst, s.id = delay, m.exp.id
+		if wait > s.worst {
+			s.worst, s.id = wait, m.exp.id
 		}
 	}
 	keys := make([]stallKey, 0, len(stalls))
@@ -628,10 +623,76 @@ func checkProgress(matched []match, opts Options, rep *Report) {
 		if k.fault >= 0 {
 			name = faults[k.fault].Name
 		}
-		rep.add(Stall, 1, "after %s, partition %d: %d result(s) later than %v, the worst %v (command %s)",
+		rep.add(Stall, 1, "after %s, partition %d: %d result(s) waited longer than %v outside faults, the worst %v (command %s)",
 			name, k.partition, s.n, opts.StallBound, s.worst.Round(10*time.Millisecond), s.id)
 	}
 	rep.Recovery = rec
+}
+
+// window is a span of time during which some fault was in progress.
+type window struct{ from, to time.Time }
+
+// mergeWindows returns the union of the faults' spans, sorted; faults must
+// be sorted by Start.
+func mergeWindows(faults []Fault) []window {
+	var out []window
+	for _, f := range faults {
+		if !f.End.After(f.Start) {
+			continue
+		}
+		if n := len(out); n > 0 && !f.Start.After(out[n-1].to) {
+			if f.End.After(out[n-1].to) {
+				out[n-1].to = f.End
+			}
+			continue
+		}
+		out = append(out, window{f.Start, f.End})
+	}
+	return out
+}
+
+// waitOutside is the part of [from, to] outside every window.
+func waitOutside(windows []window, from, to time.Time) time.Duration {
+	d := to.Sub(from)
+	for _, w := range windows {
+		lo, hi := maxTime(w.from, from), minTime(w.to, to)
+		if hi.After(lo) {
+			d -= hi.Sub(lo)
+		}
+	}
+	return max(d, 0)
+}
+
+// lateAt is when a command produced at from has waited bound outside the
+// windows.
+func lateAt(windows []window, from time.Time, bound time.Duration) time.Time {
+	t, left := from, bound
+	for _, w := range windows {
+		if !w.to.After(t) {
+			continue
+		}
+		if gap := w.from.Sub(t); gap >= left {
+			break
+		} else if gap > 0 {
+			left -= gap
+		}
+		t = w.to
+	}
+	return t.Add(left)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // lastStartedBy returns the index of the fault that began last at or

@@ -321,30 +321,34 @@ func TestCheckFindsAStallAfterAFault(t *testing.T) {
 	b, _ := baseline(t)
 	faults := []Fault{
 		{Name: "redis-down", Start: t0.Add(-5 * time.Second), End: t0.Add(500 * time.Millisecond)},
-		{Name: "broker-restart", Start: t0.Add(50 * time.Second), End: t0.Add(51 * time.Second)},
+		{Name: "broker-down", Start: t0.Add(20 * time.Second), End: t0.Add(40 * time.Second)},
 	}
-	// Within the bound of the first fault's end: no stall.
-	rep := check(t, b.h, Options{Faults: faults, StallBound: 30 * time.Second})
+	bound := Options{Faults: faults, StallBound: 30 * time.Second}
+	answer := func(at time.Duration) {
+		for i, r := range b.h.Results {
+			if strings.Contains(string(r.Value), c3) {
+				b.h.Results[i].Timestamp = t0.Add(at)
+			}
+		}
+	}
+	rep := check(t, b.h, bound)
 	expectOnly(t, rep, Stall, 0)
-	if rep.Recovery[0].Results != len(b.h.Results) || rep.Recovery[1].Results != 0 {
+	if rep.Recovery[0].Results != len(b.h.Results) || rep.Recovery[1].Results != 0 || rep.Recovery[0].MaxDelay != 500*time.Millisecond {
 		t.Errorf("recovery: %+v", rep.Recovery)
 	}
-	// The result of c3 arrives 41.5 s after the first fault ended.
-	for i, r := range b.h.Results {
-		if strings.Contains(string(r.Value), c3) {
-			b.h.Results[i].Timestamp = t0.Add(42 * time.Second)
-		}
-	}
-	rep = check(t, b.h, Options{Faults: faults, StallBound: 30 * time.Second})
+	// c3 answered 45 s after it was produced: 20 s of it during the
+	// second fault, 0.48 s during the first, 24.5 s outside: in time.
+	answer(45 * time.Second)
+	expectOnly(t, check(t, b.h, bound), Stall, 0)
+	// Answered at 62 s: 41.5 s outside faults, late since 50.5 s, after
+	// the second fault.
+	answer(62 * time.Second)
+	rep = check(t, b.h, bound)
 	expectOnly(t, rep, Stall, 1)
-	if !strings.Contains(rep.Examples[Stall][0], "after redis-down, partition 0") {
+	if !strings.Contains(rep.Examples[Stall][0], "after broker-down, partition 0: 1 result(s)") {
 		t.Errorf("stall blamed on the wrong fault or partition: %v", rep.Examples[Stall])
 	}
-	// A result that waited across the second fault counts from its end.
-	for i, r := range b.h.Results {
-		if strings.Contains(string(r.Value), c3) {
-			b.h.Results[i].Timestamp = t0.Add(70 * time.Second)
-		}
+	if got := lateAt(mergeWindows(faults), t0.Add(20*time.Millisecond), 30*time.Second); !got.Equal(t0.Add(50500 * time.Millisecond)) {
+		t.Errorf("late at %v, want t0+50.5s", got.Sub(t0))
 	}
-	expectOnly(t, check(t, b.h, Options{Faults: faults, StallBound: 30 * time.Second}), Stall, 0)
 }
