@@ -24,6 +24,17 @@
 // Results are keyed by command id. A command id sent n times is decided n
 // times, in its owner partition's order, and its n results appear in that
 // order in its results partition; the checker pairs them in that order.
+//
+// # Running the chaos test
+//
+//	CHRONICLE_CHAOS=1 go test -run TestChaos -v ./chaos/                      # short: 30k records, about 80 s
+//	CHRONICLE_CHAOS_LONG=1 go test -run TestChaos -v -timeout 30m ./chaos/    # long: 120k records, faults 4 times
+//
+// CHRONICLE_CHAOS_SEED fixes the workload, CHRONICLE_CHAOS_DIR keeps the
+// processes' logs and the report (report.txt) in a directory of your
+// choice, and CHRONICLE_CHAOS_FAULTS chooses the faults: all (default),
+// none (a calm run, which must show no violation), or a list of kill, term,
+// flush, maxmemory, redis-down and broker. It needs Linux and redis-server.
 package chaos
 
 import (
