@@ -2,6 +2,10 @@
 // development: an embedded Kafka-protocol broker (franz-go's kfake), an
 // embedded Redis (miniredis) for snapshots unless a Redis URL is given, and
 // the processor serving the given aggregate types. Nothing needs installing.
+//
+// With Config.BrokerOnly it runs the broker alone, so tests can run
+// processors as separate processes against it and stop and restart the
+// broker on the same port and data directory.
 package devstack
 
 import (
@@ -38,12 +42,18 @@ type Config struct {
 	RedisURL string
 	// Logger for the processor; nil discards.
 	Logger *slog.Logger
+	// BrokerOnly runs only the embedded broker: no Redis, no topics, no
+	// processor (Partitions, Aggregates, RedisURL and Logger are unused).
+	// When ctx ends the broker closes cleanly, saving its data to DataDir.
+	BrokerOnly bool
 	// Ready, if set, is called once the broker listens and the topics
-	// exist, with the broker addresses and the Redis address in use.
+	// exist, with the broker addresses and the Redis address in use (""
+	// with BrokerOnly, which calls it as soon as the broker listens).
 	Ready func(brokers []string, redisAddr string)
 }
 
-// Run starts the broker and the processor and blocks until ctx ends.
+// Run starts the broker and, unless cfg.BrokerOnly, the processor, and
+// blocks until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.KafkaAddr == "" {
 		cfg.KafkaAddr = "127.0.0.1:9092"
@@ -73,8 +83,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("starting the embedded Kafka broker on %s: %w (is another one running? pick another port)", cfg.KafkaAddr, err)
 	}
+	// Close saves the broker's data to DataDir before it returns.
 	defer cluster.Close()
 	brokers := cluster.ListenAddrs()
+	if cfg.BrokerOnly {
+		if cfg.Ready != nil {
+			cfg.Ready(brokers, "")
+		}
+		<-ctx.Done()
+		return nil
+	}
 	redisURL, redisAddr := cfg.RedisURL, ""
 	if redisURL == "" {
 		mini := miniredis.NewMiniRedis()

@@ -19,8 +19,28 @@ func runDev(ctx context.Context, args []string, s streams) int {
 	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs to serve")
 	redisURL := fs.String("redis", "", "Redis URL for snapshots (redis://, rediss://); empty embeds an in-memory miniredis")
 	verbose := fs.Bool("verbose", false, "log the processor's progress")
+	brokerOnly := fs.Bool("broker-only", false, "run only the embedded Kafka broker: no Redis, no topics, no processor (--partitions, --aggregates, --redis and --verbose do not apply); "+
+		"on SIGTERM or Ctrl-C it saves its data directory and exits, so it can be restarted on the same address and data")
 	if _, code, done := parseFlags(fs, args); done {
 		return code
+	}
+	store := *dataDir
+	if *inMemory {
+		store = "memory only"
+	}
+	if *brokerOnly {
+		cfg := devstack.Config{
+			KafkaAddr: *addr, DataDir: *dataDir, InMemory: *inMemory, BrokerOnly: true,
+			Ready: func(brokers []string, _ string) {
+				fmt.Fprintf(s.out, "chronicle dev is running (broker only)\n")
+				fmt.Fprintf(s.out, "  kafka:      %s (embedded kfake, data: %s)\n", strings.Join(brokers, ","), store)
+			},
+		}
+		if err := devstack.Run(ctx, cfg); err != nil {
+			return fail(s, "dev", err)
+		}
+		fmt.Fprintln(s.out, "chronicle dev stopped")
+		return 0
 	}
 	bindings, err := parseBindings(*aggs)
 	if err != nil {
@@ -38,10 +58,6 @@ func runDev(ctx context.Context, args []string, s streams) int {
 			var prefixes []string
 			for _, b := range bindings {
 				prefixes = append(prefixes, fmt.Sprintf("%s (%s)", b.Prefix, b.Kind.Name()))
-			}
-			store := *dataDir
-			if *inMemory {
-				store = "memory only"
 			}
 			fmt.Fprintf(s.out, "chronicle dev is running\n")
 			fmt.Fprintf(s.out, "  kafka:      %s (embedded kfake, data: %s)\n", strings.Join(brokers, ","), store)
