@@ -20,7 +20,7 @@ func TestModelAgreesWithTheOrderAggregate(t *testing.T) {
 	roots := map[string]aggregates.Aggregate{}
 	statuses := map[string]int{}
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	for i := range 20000 {
+	for i := range 8000 {
 		s := w.Next()
 		cmd, err := aggregates.DecodeCommand(s.Value)
 		if err != nil || string(s.Key) != cmd.AggregateID {
