@@ -137,6 +137,15 @@ type running struct {
 
 func startProcessor(t testing.TB, cfg Config) *running {
 	t.Helper()
+	r := launchProcessor(t, cfg)
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// launchProcessor starts a processor whose Run result the test reads from
+// done itself; the test's end cancels it.
+func launchProcessor(t testing.TB, cfg Config) *running {
+	t.Helper()
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -144,7 +153,7 @@ func startProcessor(t testing.TB, cfg Config) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{p: p, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- p.Run(ctx) }()
-	t.Cleanup(func() { r.stop(t) })
+	t.Cleanup(cancel)
 	return r
 }
 

@@ -128,7 +128,7 @@ func TestRestartFencesThePredecessorAtOnce(t *testing.T) {
 func TestASecondGroupIsRefusedAndTakeOverStopsTheFirst(t *testing.T) {
 	c := startCluster(t)
 	kind := counterKind()
-	a := startProcessorNoCleanupErr(t, testConfig(t, c, "grp-a", Binding{Kind: kind, Prefix: "grp"}))
+	a := launchProcessor(t, testConfig(t, c, "grp-a", Binding{Kind: kind, Prefix: "grp"}))
 	a.p.topicCheckEvery = 200 * time.Millisecond
 	<-a.p.Ready()
 	cfgB := testConfig(t, c, "grp-b", Binding{Kind: kind, Prefix: "grp"})
@@ -158,19 +158,4 @@ func TestASecondGroupIsRefusedAndTakeOverStopsTheFirst(t *testing.T) {
 	rec := command(t, kind, "grp.commands", "c-1", createCounter{}, nil)
 	produceAll(t, prod, []*kgo.Record{rec})
 	waitResults(t, c, "grp.results", 1, 30*time.Second)
-}
-
-// startProcessorNoCleanupErr is startProcessor for a processor expected to
-// stop on its own with an error, read from done.
-func startProcessorNoCleanupErr(t testing.TB, cfg Config) *running {
-	t.Helper()
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{p: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- p.Run(ctx) }()
-	t.Cleanup(cancel)
-	return r
 }

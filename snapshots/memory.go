@@ -95,10 +95,14 @@ func (m *Memory) LoadMany(ctx context.Context, aggType string, partition int32, 
 	if m.closed {
 		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), ErrClosed)
 	}
+	return m.parts[memKey{aggType, partition}].copyOf(ids), nil
+}
+
+// copyOf returns copies of the snapshots of ids that p holds; p may be nil.
+func (p *memPartition) copyOf(ids []string) map[string]Snapshot {
 	out := make(map[string]Snapshot, len(ids))
-	p := m.parts[memKey{aggType, partition}]
 	if p == nil {
-		return out, nil
+		return out
 	}
 	for _, id := range ids {
 		if s, ok := p.snaps[id]; ok {
@@ -106,7 +110,7 @@ func (m *Memory) LoadMany(ctx context.Context, aggType string, partition int32, 
 			out[id] = s
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Save stores snaps and, when cp is not nil, the checkpoint, all at once. A
@@ -184,14 +188,7 @@ func (m *Memory) LoadLeased(ctx context.Context, aggType string, partition int32
 	if err := checkLease(where(aggType, partition), lease, found); err != nil {
 		return nil, err
 	}
-	out := make(map[string]Snapshot, len(ids))
-	for _, id := range ids {
-		if s, ok := p.snaps[id]; ok {
-			s.Data = bytes.Clone(s.Data)
-			out[id] = s
-		}
-	}
-	return out, nil
+	return p.copyOf(ids), nil
 }
 
 // SaveLeased is Save made only while the partition's lease is still lease
