@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronicle-es/chronicle/topics"
@@ -158,4 +159,28 @@ func TestASecondGroupIsRefusedAndTakeOverStopsTheFirst(t *testing.T) {
 	rec := command(t, kind, "grp.commands", "c-1", createCounter{}, nil)
 	produceAll(t, prod, []*kgo.Record{rec})
 	waitResults(t, c, "grp.results", 1, 30*time.Second)
+}
+
+// Issue 8, scenario 7: a restore waited to see a record at the end offset
+// it took; when the records below it are gone (deleted, compacted) it never
+// did, silently. It ends once the log start has passed the end.
+func TestRestoreEndsWhenTheTailIsGone(t *testing.T) {
+	c := startCluster(t)
+	kind := counterKind()
+	createTopics(t, c, "gone", 1)
+	prod := newProducer(t, c)
+	produceAll(t, prod, []*kgo.Record{
+		{Topic: "gone.events", Partition: 0, Key: []byte("x@0"), Value: []byte("{}")},
+		{Topic: "gone.events", Partition: 0, Key: []byte("x@1"), Value: []byte("{}")},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	adm := newAdmin(t, c)
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: "gone.events", Partition: 0, At: 2})
+	if res, err := adm.DeleteRecords(ctx, offs); err != nil || res.Error() != nil {
+		t.Fatalf("DeleteRecords: %v %v", err, res.Error())
+	}
+	r := startProcessor(t, testConfig(t, c, "gone-1", Binding{Kind: kind, Prefix: "gone"}))
+	waitStat(t, "restores", func() int64 { return r.p.Stats().Restores }, 1)
 }
