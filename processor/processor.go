@@ -56,8 +56,8 @@ type Processor struct {
 
 	// restores are owned by Run: started on assignment, joined on exit.
 	restoreWG  sync.WaitGroup
-	restoreCtx context.Context
-	// fenced is closed once the session's transactional producer fenced
+	restoreCtx context.Context // guarded by mu
+	// fenced (guarded by mu) is closed once the session's transactional producer fenced
 	// its predecessor: restores wait for it, since a dead predecessor's
 	// open transaction would otherwise hold them up to its timeout.
 	fenced chan struct{}
@@ -205,8 +205,10 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		commandTopics = append(commandTopics, t)
 	}
 	restoreCtx, cancelRestores := context.WithCancel(context.Background())
-	p.restoreCtx = restoreCtx
-	p.fenced = make(chan struct{})
+	fenced := make(chan struct{})
+	p.mu.Lock() // a former session's client may still call assigned
+	p.restoreCtx, p.fenced = restoreCtx, fenced
+	p.mu.Unlock()
 	p.assignment.Store(nil)
 	sess, err := kgo.NewGroupTransactSession(p.kafkaOpts(
 		kgo.ConsumerGroup(p.cfg.Group),
@@ -240,7 +242,7 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		sess.Client().Close()
 		return fmt.Errorf("initialising the transactional producer %q (fencing its predecessor): %w", p.cfg.TransactionalID, err)
 	}
-	close(p.fenced)
+	close(fenced)
 	defer func() {
 		cancelRestores()
 		p.restoreWG.Wait()
