@@ -203,4 +203,7 @@ type binding struct {
 	kind  aggregates.Kind
 	names topics.Names
 	n     int32 // partitions of the commands topic
+	// eventsTopicID is the events topic's Kafka id: checkpoints carry it,
+	// so one of an earlier, deleted topic of the same name is not trusted.
+	eventsTopicID string
 }

@@ -146,6 +146,11 @@ func (p *Processor) Run(ctx context.Context) error {
 			return fmt.Errorf("preparing topics of %q: %w", b.names.Prefix, err)
 		}
 		b.n = n
+		td, err := p.adm.ListTopics(ctx, b.names.Events)
+		if err != nil || td[b.names.Events].Err != nil {
+			return fmt.Errorf("describing %s: %w", b.names.Events, errors.Join(err, td[b.names.Events].Err))
+		}
+		b.eventsTopicID = td[b.names.Events].ID.String()
 		if err := topics.ClaimGroup(ctx, base, b.names, p.cfg.Group, p.cfg.TakeOver); err != nil {
 			return fmt.Errorf("claiming the topics of %q for group %q: %w", b.names.Prefix, p.cfg.Group, err)
 		}
@@ -688,6 +693,12 @@ func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 		case <-ctx.Done():
 			return
 		case <-part.done:
+			return
+		}
+		// A restore claims the partition in the snapshot store; one this
+		// member is no longer assigned would take the lease from its owner.
+		if a := p.assignment.Load(); a != nil && !slices.Contains((*a)[part.b.names.Commands], part.id) {
+			p.log.Info("not restoring a partition no longer assigned here", "topic", part.b.names.Commands, "partition", part.id)
 			return
 		}
 		backoff := 100 * time.Millisecond

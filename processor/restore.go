@@ -88,6 +88,13 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 		rep.fallback = true
 		s.cache, s.unsaved = newCache(), map[string]struct{}{}
 		s.complete.Store(true)
+		s.mu.Lock()
+		epoch := s.epoch
+		s.claimed = false // until the store is emptied: nothing is loaded from it
+		s.mu.Unlock()
+		if s.claimEmpty(ctx, epoch) == nil {
+			s.setClaimed(epoch)
+		}
 		start = 0
 		n, err = s.replay(ctx, src, 0, end)
 	}
@@ -126,28 +133,52 @@ func (s *aggState) clearForRestore() {
 // replay from: the checkpoint the claim found, or 0.
 func (s *aggState) claim(ctx context.Context, end int64, full bool) int64 {
 	log := s.log.With("aggregate_type", s.kind.Name(), "partition", s.part)
-	cp, ok, err := s.store.Claim(ctx, s.kind.Name(), s.part, s.epoch)
+	s.mu.Lock()
+	epoch := s.epoch
+	s.mu.Unlock()
+	var (
+		cp  snapshots.Checkpoint
+		ok  bool
+		err error
+	)
+	err = s.retry(ctx, func() error {
+		cp, ok, err = s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
+		return err
+	})
 	if err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
 		log.Warn("snapshot store unavailable; restoring with a full replay, snapshots resume when it is back", "err", err)
 		return 0
 	}
-	s.mu.Lock()
-	s.claimed, s.lease = true, snapshots.Lease{Epoch: s.epoch}
-	s.mu.Unlock()
 	switch {
 	case err != nil:
 		log.Warn("checkpoint corrupt; restoring with a full replay", "err", err)
 	case full:
 	case !ok:
 		log.Info("no checkpoint; restoring with a full replay")
-	case cp.Stamp != s.kind.StateStamp():
-		log.Warn("checkpoint written for another state schema; restoring with a full replay", "stamp", cp.Stamp, "want", s.kind.StateStamp())
+	case cp.Stamp != s.cpStamp:
+		log.Warn("checkpoint written for another state schema or another incarnation of the events topic; restoring with a full replay", "stamp", cp.Stamp, "want", s.cpStamp)
 	case cp.Offset > end:
 		log.Warn("checkpoint is ahead of the events topic (was it recreated?); restoring with a full replay", "checkpoint", cp.Offset, "end", end)
 	default:
+		s.setClaimed(epoch)
 		return cp.Offset
 	}
+	// A full replay starts from an empty partition in the store.
+	if err := s.claimEmpty(ctx, epoch); err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+		log.Warn("snapshot store unavailable; restoring with a full replay, snapshots resume when it is back", "err", err)
+		return 0
+	}
+	s.setClaimed(epoch)
 	return 0
+}
+
+// setClaimed records that the store's lease is ours under epoch.
+func (s *aggState) setClaimed(epoch string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch == epoch {
+		s.claimed, s.lease = true, snapshots.Lease{Epoch: epoch}
+	}
 }
 
 // replay applies the events at offsets [start, end).
@@ -241,6 +272,9 @@ func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	}
 	began := time.Now()
 	rep, err := pt.st.restore(ctx, kafkaEvents{p: p, topic: events, part: pt.id}, end, pt.forceFull)
+	if errors.Is(err, errUntrusted) {
+		pt.forceFull = true // the retry replays everything
+	}
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,12 @@ type aggState struct {
 	cacheSize int
 	log       *slog.Logger
 	stats     *counters
-	epoch     string // this state's claim on the store
+	epoch     string // this state's claim on the store; guarded by mu
+	cpStamp   string // what checkpoints carry: the state stamp and the events topic's id
+	// retries are the waits before retrying a store operation that failed
+	// for another reason than a lost lease: a blip of the store should not
+	// cost an aborted transaction and restores.
+	retries []time.Duration
 
 	cache    *cache
 	complete atomic.Bool         // every aggregate of the partition is in the cache
@@ -99,8 +104,9 @@ type producedEvent struct {
 
 // newAggState returns an empty state for a partition, with an epoch of its
 // own.
-func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *writer, cacheSize int, log *slog.Logger, stats *counters) *aggState {
+func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *writer, cacheSize int, log *slog.Logger, stats *counters, topicID string) *aggState {
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
+		cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
 		open: map[string][]byte{}, lastCP: time.Now()}
 	s.complete.Store(true)
@@ -154,7 +160,11 @@ func (s *aggState) load(ctx context.Context, ids []string) error {
 		return fmt.Errorf("%w: partition %d is not claimed and not complete", errStoreLost, s.part)
 	}
 	s.stats.snapshotLoads.Add(int64(len(ids)))
-	snaps, err := s.store.LoadLeased(ctx, s.kind.Name(), s.part, lease, ids)
+	var snaps map[string]snapshots.Snapshot
+	err = s.retry(ctx, func() error {
+		snaps, err = s.store.LoadLeased(ctx, s.kind.Name(), s.part, lease, ids)
+		return err
+	})
 	if errors.Is(err, snapshots.ErrLeaseLost) {
 		s.lose(err)
 		return fmt.Errorf("%w: %w", errStoreLost, err)
@@ -305,6 +315,7 @@ func (s *aggState) checkpoint() {
 	}
 	s.applyAcks()
 	snaps := make([]snapshots.Snapshot, 0, len(s.unsaved))
+	queued := make([]*entry, 0, len(s.unsaved))
 	for id := range s.unsaved {
 		e := s.cache.entries[id]
 		if e == nil || e.stored >= e.agg.Version() {
@@ -317,10 +328,13 @@ func (s *aggState) checkpoint() {
 			return
 		}
 		snaps = append(snaps, sn)
+		queued = append(queued, e)
+	}
+	cp := &snapshots.Checkpoint{Offset: s.nextOffset, Stamp: s.cpStamp, Time: time.Now()}
+	s.writer.submit(s, cp, snaps)
+	for _, e := range queued {
 		e.queued = e.agg.Version()
 	}
-	cp := &snapshots.Checkpoint{Offset: s.nextOffset, Stamp: s.kind.StateStamp(), Time: time.Now()}
-	s.writer.submit(s, cp, snaps)
 	s.eventsSinceCP = 0
 	s.lastCP = time.Now()
 }
@@ -350,16 +364,64 @@ func (s *aggState) leaseForWrite(ctx context.Context) (snapshots.Lease, error) {
 	if err != nil || ok {
 		return l, err
 	}
+	s.mu.Lock()
+	epoch := s.epoch
+	s.mu.Unlock()
 	if !s.complete.Load() || s.closed.Load() {
 		return snapshots.Lease{}, fmt.Errorf("%w: partition %d was never claimed", errStoreLost, s.part)
 	}
-	if _, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, s.epoch); err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+	if err := s.claimEmpty(ctx, epoch); err != nil {
 		return snapshots.Lease{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.claimed, s.lease = true, snapshots.Lease{Epoch: s.epoch}
+	if s.epoch != epoch || s.claimed {
+		// A restore started meanwhile and claims for itself.
+		return snapshots.Lease{}, fmt.Errorf("%w: partition %d is being restored", errStoreLost, s.part)
+	}
+	s.claimed, s.lease = true, snapshots.Lease{Epoch: epoch}
 	return s.lease, nil
+}
+
+// claimEmpty claims the partition under epoch and empties it: a state
+// whose aggregates all come from a full replay must find nothing of another
+// history in the store (a recreated topic, another schema, a stale or
+// corrupt snapshot). Dropping removes the lease too, hence the second
+// claim; a writer of another owner is refused throughout.
+func (s *aggState) claimEmpty(ctx context.Context, epoch string) error {
+	err := s.retry(ctx, func() error {
+		_, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
+		return err
+	})
+	if err == nil || errors.Is(err, snapshots.ErrCorrupt) {
+		err = s.retry(ctx, func() error { return s.store.DropPartition(ctx, s.kind.Name(), s.part) })
+	}
+	if err == nil {
+		err = s.retry(ctx, func() error {
+			_, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
+			return err
+		})
+	}
+	return err
+}
+
+// retry runs op, and again after each of s.retries while it fails for
+// another reason than a lost lease or corrupt data.
+func (s *aggState) retry(ctx context.Context, op func() error) error {
+	var err error
+	for i := 0; i <= len(s.retries); i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(s.retries[i-1]):
+			}
+		}
+		if err = op(); err == nil || errors.Is(err, snapshots.ErrLeaseLost) || errors.Is(err, snapshots.ErrCorrupt) {
+			return err
+		}
+	}
+	return err
 }
 
 // ack records a stored save (called by the writer).
@@ -370,7 +432,10 @@ func (s *aggState) ack(l snapshots.Lease, snaps []snapshots.Snapshot) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l.Epoch == s.lease.Epoch && l.Seq > s.lease.Seq {
+	if l.Epoch != s.epoch {
+		return // a save of an earlier restore attempt: says nothing about this one
+	}
+	if l.Seq > s.lease.Seq {
 		s.lease = l
 	}
 	s.acks = append(s.acks, ack{versions: versions})

@@ -100,6 +100,13 @@ func (f *faultyStore) SaveLeased(ctx context.Context, aggType string, part int32
 	return f.inner.SaveLeased(ctx, aggType, part, l, cp, snaps)
 }
 
+func (f *faultyStore) DropPartition(ctx context.Context, aggType string, part int32) error {
+	if f.down {
+		return errFault
+	}
+	return f.inner.DropPartition(ctx, aggType, part)
+}
+
 // memoryFaults is a faultyStore over snapshots.Memory.
 func memoryFaults() *faultyStore {
 	f := &faultyStore{mem: snapshots.NewMemory()}
@@ -113,23 +120,57 @@ func memoryFaults() *faultyStore {
 // and checks every aggregate the state hands out against a replay of the
 // committed log.
 type stateModel struct {
-	t      *rapid.T
-	kind   *aggregates.Definition[counterState]
-	log    memLog
-	store  *faultyStore
-	writer *writer
-	stats  *counters
-	st     *aggState
-	ids    []string
-	now    time.Time
+	t       *rapid.T
+	kind    *aggregates.Definition[counterState]
+	topicID string // the events topic's incarnation
+	log     memLog
+	store   *faultyStore
+	writer  *writer
+	stats   *counters
+	st      *aggState
+	ids     []string
+	now     time.Time
 
 	restores, stale int
+	interrupt       bool // the next restore's first attempt fails midway
+}
+
+// failingLog hands out the first batch of the log, lets the writer work,
+// then fails, as a Kafka read that breaks during a restore.
+type failingLog struct {
+	log *memLog
+	m   *stateModel
+}
+
+func (f *failingLog) name() string { return f.log.name() }
+
+var errReadFailed = errors.New("injected read failure")
+
+func (f *failingLog) read(ctx context.Context, from, end int64, fn func([]rawEvent) error) error {
+	n := 0
+	err := f.log.read(ctx, from, end, func(recs []rawEvent) error {
+		if n++; n > 1 {
+			return errReadFailed
+		}
+		if err := fn(recs); err != nil {
+			return err
+		}
+		f.m.writer.step(ctx)
+		f.m.writer.step(ctx)
+		return nil
+	})
+	if err == nil && n <= 1 {
+		return nil
+	}
+	return err
 }
 
 func newStateModel(t *rapid.T, store *faultyStore) *stateModel {
 	m := &stateModel{t: t, kind: counterKind(), store: store, stats: &counters{},
 		ids: []string{"c-0", "c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7"}, now: time.Unix(1_700_000_000, 0)}
+	m.topicID = "topic-1"
 	m.writer = newWriter(m.store, slog.New(slog.DiscardHandler), m.stats)
+	m.writer.batch = 2 // saves of a checkpoint come in several batches
 	m.restore()
 	return m
 }
@@ -161,8 +202,16 @@ func (m *stateModel) restore() {
 	if m.st != nil {
 		m.st.closed.Store(true)
 	}
-	m.st = newAggState(m.kind, 0, m.store, m.writer, 3, slog.New(slog.DiscardHandler), m.stats)
+	m.st = newAggState(m.kind, 0, m.store, m.writer, 3, slog.New(slog.DiscardHandler), m.stats, m.topicID)
+	m.st.retries = nil // the model's faults last until an action ends them
 	full := false
+	if m.interrupt {
+		// A first attempt fails midway, with the writer busy in between;
+		// the retry runs on the same state, as the processor's does.
+		m.interrupt = false
+		// (A restore with at most one batch to read succeeds.)
+		m.st.restore(context.Background(), &failingLog{log: &m.log, m: m}, m.log.end(), false)
+	}
 	for attempt := 0; ; attempt++ {
 		_, err := m.st.restore(context.Background(), &m.log, m.log.end(), full)
 		if err == nil {
@@ -252,7 +301,11 @@ func (m *stateModel) command(t *rapid.T) {
 }
 
 func TestStateMatchesTheLogUnderStoreFaults(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) { runStateModel(t, memoryFaults(), 50, 300) })
+	// Five rounds of the default 100 checks: some forks need a few hundred
+	// runs to show.
+	for range 5 {
+		rapid.Check(t, func(t *rapid.T) { runStateModel(t, memoryFaults(), 50, 300) })
+	}
 }
 
 // TestStateMatchesTheLogUnderRedisFaults runs the model on a real
@@ -307,8 +360,30 @@ func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) {
 			}
 		},
 		"rebalance": func(*rapid.T) { m.restore() },
-		"flush":     func(*rapid.T) { m.store.flush() },
-		"down":      func(*rapid.T) { m.store.down = !m.store.down },
+		"restore-retried": func(*rapid.T) {
+			m.interrupt = true
+			m.restore()
+		},
+		// A rolling deploy of a new state schema, and its rollback.
+		"deploy-v2": func(*rapid.T) {
+			if m.kind.StateStamp() == counterKind().StateStamp() {
+				m.kind = counterKindSchema(2)
+			} else {
+				m.kind = counterKind()
+			}
+			m.restore()
+		},
+		// The events topic is deleted and created again; the store keeps
+		// what it had.
+		"recreate-topic": func(t *rapid.T) {
+			if rapid.IntRange(0, 3).Draw(t, "really") == 0 {
+				m.log = memLog{}
+				m.topicID = fmt.Sprintf("topic-%d", m.restores+2)
+				m.restore()
+			}
+		},
+		"flush": func(*rapid.T) { m.store.flush() },
+		"down":  func(*rapid.T) { m.store.down = !m.store.down },
 		"read-only": func(*rapid.T) {
 			m.store.readOnly = !m.store.readOnly
 			if m.store.setOOM != nil {

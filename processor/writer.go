@@ -25,10 +25,15 @@ type SnapshotStore interface {
 	Claim(ctx context.Context, aggType string, partition int32, epoch string) (snapshots.Checkpoint, bool, error)
 	LoadLeased(ctx context.Context, aggType string, partition int32, lease snapshots.Lease, ids []string) (map[string]snapshots.Snapshot, error)
 	SaveLeased(ctx context.Context, aggType string, partition int32, lease snapshots.Lease, cp *snapshots.Checkpoint, snaps []snapshots.Snapshot) (snapshots.Lease, error)
+	// DropPartition deletes the partition's lease, checkpoint and
+	// snapshots: a full replay starts from an empty partition, so nothing
+	// of an earlier history (a recreated topic, another state schema)
+	// survives it.
+	DropPartition(ctx context.Context, aggType string, partition int32) error
 }
 
-// saveBatch bounds the snapshots of one SaveLeased: Redis runs nothing else
-// while the save script runs.
+// saveBatch bounds the snapshots of one SaveLeased by default: Redis runs
+// nothing else while the save script runs.
 const saveBatch = 1000
 
 // writeJob is what the writer has to save for one partition: snapshots, and
@@ -55,10 +60,11 @@ type writer struct {
 	busy    int // jobs taken and not yet finished
 	wake    chan struct{}
 	failing bool
+	batch   int // snapshots per SaveLeased
 }
 
 func newWriter(store SnapshotStore, log *slog.Logger, stats *counters) *writer {
-	return &writer{log: log, stats: stats, store: store, jobs: map[*aggState]*writeJob{}, wake: make(chan struct{}, 1)}
+	return &writer{log: log, stats: stats, store: store, jobs: map[*aggState]*writeJob{}, wake: make(chan struct{}, 1), batch: saveBatch}
 }
 
 // submit queues snaps (and cp, if not nil) of st.
@@ -169,7 +175,7 @@ func (w *writer) save(ctx context.Context, j *writeJob) error {
 	st := j.st
 	snaps := mapValues(j.snaps)
 	for {
-		n := min(len(snaps), saveBatch)
+		n := min(len(snaps), w.batch)
 		var cp *snapshots.Checkpoint
 		if n == len(snaps) {
 			cp = j.cp
