@@ -11,7 +11,7 @@
 # CHRONICLE_ADMIN_ADDR. Other subcommands run with arguments in place of
 # CMD: `docker run --rm chronicle:dev topics orders --create --brokers …`.
 #
-# deploy/deploy_test.go checks this file: the Go version against go.mod,
+# go test ./deploy/ checks this file: the Go version against go.mod,
 # the build flags, the entrypoint, and it builds the binary the same way
 # from the files this build context would hold after .dockerignore.
 
