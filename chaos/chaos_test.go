@@ -293,7 +293,7 @@ func setUp(t *testing.T) *env {
 	}
 	for i := range processors {
 		name := fmt.Sprintf("processor-%d", i+1)
-		args := []string{"run", "--brokers", addr, "--redis", e.redis.URL(), "--transactional-id", "chaos-" + name,
+		args := []string{"run", "--brokers", addr, "--redis", e.redis.URL(), "--transactional-id", "chaos-" + name, "--admin-addr", "127.0.0.1:0",
 			"--group", group, "--aggregates", prefix + "=order", "--partitions", strconv.Itoa(partitions),
 			"--cache-size", "50", "--checkpoint-events", "200", "--checkpoint-interval", "5s",
 			"--session-timeout", "6s", "--transaction-timeout", "10s", "--log-level", "info"}

@@ -46,6 +46,11 @@ type Config struct {
 	// processor (Partitions, Aggregates, RedisURL and Logger are unused).
 	// When ctx ends the broker closes cleanly, saving its data to DataDir.
 	BrokerOnly bool
+	// Observer receives what the processor does (see package metrics).
+	Observer processor.Observer
+	// Started, if set, is called with the processor once it is created,
+	// before it runs (for /readyz and metrics); an error stops Run.
+	Started func(p *processor.Processor) error
 	// Ready, if set, is called once the broker listens and the topics
 	// exist, with the broker addresses and the Redis address in use (""
 	// with BrokerOnly, which calls it as soon as the broker listens).
@@ -120,9 +125,15 @@ func Run(ctx context.Context, cfg Config) error {
 		SessionTimeout:   6 * time.Second,
 		RebalanceTimeout: 6 * time.Second,
 		Logger:           cfg.Logger,
+		Observer:         cfg.Observer,
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.Started != nil {
+		if err := cfg.Started(p); err != nil {
+			return err
+		}
 	}
 	if cfg.Ready != nil {
 		go func() {

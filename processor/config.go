@@ -85,6 +85,10 @@ type Config struct {
 	// their changes are saved. 0 means the default, 100000.
 	CacheSize int
 
+	// Observer receives what the processor does, for metrics (see package
+	// metrics); nil observes nothing.
+	Observer Observer
+
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock stamping events; nil uses time.Now.
@@ -147,6 +151,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 }
 
 // Validate reports every problem of the configuration at once.
@@ -206,4 +213,5 @@ type binding struct {
 	// eventsTopicID is the events topic's Kafka id: checkpoints carry it,
 	// so one of an earlier, deleted topic of the same name is not trusted.
 	eventsTopicID string
+	commandTypes  []string // qualified and short names, for metric labels
 }

@@ -52,6 +52,7 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 // handle decides one command record.
 func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record) {
 	p.stats.commands.Add(1)
+	began := time.Now()
 	if len(r.Value) > p.cfg.MaxCommandBytes {
 		cmd, _ := aggregates.DecodeCommand(r.Value)
 		pt.invalid(p, sess, r, &cmd, aggregates.CodeTooLarge, fmt.Sprintf("command is %d bytes, the limit is %d: split it or raise --max-command-bytes", len(r.Value), p.cfg.MaxCommandBytes))
@@ -68,6 +69,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	}
 	if owner := p.owner.Of(r.Key, pt.b.n); owner != pt.id {
 		p.stats.forwarded.Add(1)
+		p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), "forwarded", time.Since(began), 0)
 		fwd := &kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
 			kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))})}
 		p.produce(sess, fwd)
@@ -114,6 +116,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		}
 	}
 	pt.result(p, sess, &res)
+	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(res.Status), time.Since(began), time.Since(r.Timestamp))
 }
 
 // ownedIDs returns the distinct record keys of recs that this partition
@@ -151,6 +154,7 @@ func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Ti
 func (pt *partition) invalid(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, code, reason string) {
 	p.stats.invalid.Add(1)
 	pt.deadLetter(p, sess, r, cmd, code, reason)
+	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(aggregates.StatusInvalid), 0, time.Since(r.Timestamp))
 	if cmd.ID != (ulid.ULID{}) {
 		p.log.Warn("command sent to the DLQ", "command_id", cmd.ID.String(), "command_type", cmd.Type, "aggregate", cmd.AggregateID, "code", code, "reason", reason)
 	}
@@ -177,6 +181,7 @@ func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *a
 }
 
 func (pt *partition) deadLetter(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, code, reason string) {
+	p.cfg.Observer.DeadLettered(pt.b.kind.Name(), code)
 	h := make([]kgo.RecordHeader, 0, len(r.Headers)+6)
 	h = append(h, r.Headers...)
 	h = append(h,

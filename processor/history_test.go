@@ -168,7 +168,8 @@ func TestUndecodableEventStopsItsPartitionOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	produceAll(t, e.prod, []*kgo.Record{
+	manual := newProducer(t, e.c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceAll(t, manual, []*kgo.Record{
 		{Topic: e.names.Events, Partition: 0, Key: topics.EventKey(stuck, 0), Value: v0},
 		{Topic: e.names.Events, Partition: 0, Key: topics.EventKey(stuck, 1), Value: v1},
 	})
@@ -189,6 +190,9 @@ func TestUndecodableEventStopsItsPartitionOnly(t *testing.T) {
 	}
 	if got := r.p.Assigned()[e.names.Commands]; len(got) != 1 {
 		t.Errorf("restored partitions %v, want only the healthy one", got)
+	}
+	if ready, reasons := r.p.Readiness(); ready || len(reasons) != 1 || !strings.Contains(reasons[0], "stopped") || !strings.Contains(reasons[0], "offset 1") {
+		t.Errorf("Readiness = %v %q, want not ready because the partition stopped at offset 1", ready, reasons)
 	}
 }
 
@@ -280,7 +284,7 @@ func TestForeignEventsAreDetectedAndRestored(t *testing.T) {
 		}
 		if evs[0].Version == 1 {
 			v, _ := evs[0].Encode()
-			produceAll(t, e.prod, []*kgo.Record{{Topic: e.names.Events, Partition: 0, Key: topics.EventKey("c-0", 1), Value: v}})
+			produceAll(t, newProducer(t, e.c, kgo.RecordPartitioner(kgo.ManualPartitioner())), []*kgo.Record{{Topic: e.names.Events, Partition: 0, Key: topics.EventKey("c-0", 1), Value: v}})
 		}
 	}
 	// The next commit lands past the foreign event: detected, restored.

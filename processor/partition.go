@@ -27,7 +27,9 @@ func (p *Processor) newPartition(b *binding, id int32) *partition {
 
 // newState returns an empty aggregate state for partition id of b.
 func (p *Processor) newState(b *binding, id int32) *aggState {
-	return newAggState(b.kind, id, p.cfg.Snapshots, p.writer, p.cfg.CacheSize, p.log, &p.stats, b.eventsTopicID)
+	st := newAggState(b.kind, id, p.cfg.Snapshots, p.writer, p.cfg.CacheSize, p.log, &p.stats, b.eventsTopicID)
+	st.obs = p.cfg.Observer
+	return st
 }
 
 func (pt *partition) isRestored() bool { return pt.restored.Load() }

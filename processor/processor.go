@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,7 @@ type Processor struct {
 
 	ready     chan struct{} // closed once the topics exist and the group is joined
 	readyOnce sync.Once
+	running   atomic.Bool // a session runs (for Status)
 }
 
 type topicPartition struct {
@@ -109,7 +111,12 @@ func New(cfg Config) (*Processor, error) {
 	}
 	for _, b := range cfg.Aggregates {
 		names := topics.For(b.Prefix)
-		p.bindings[names.Commands] = &binding{kind: b.Kind, names: names}
+		bd := &binding{kind: b.Kind, names: names}
+		for _, t := range b.Kind.CommandTypes() {
+			short := strings.TrimPrefix(t, b.Kind.Name()+".")
+			bd.commandTypes = append(bd.commandTypes, short, b.Kind.Name()+"."+short)
+		}
+		p.bindings[names.Commands] = bd
 	}
 	return p, nil
 }
@@ -175,6 +182,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		}()
 	}
 	backoff := 100 * time.Millisecond
+	defer p.running.Store(false)
 	for {
 		err := p.runSession(ctx)
 		if ctx.Err() != nil || p.crashed() {
@@ -248,6 +256,8 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		return fmt.Errorf("initialising the transactional producer %q (fencing its predecessor): %w", p.cfg.TransactionalID, err)
 	}
 	close(fenced)
+	p.running.Store(true)
+	defer p.running.Store(false)
 	defer func() {
 		cancelRestores()
 		p.restoreWG.Wait()
@@ -474,6 +484,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 	committed, err := sess.End(endCtx, try)
 	cancel()
+	p.cfg.Observer.TransactionEnded(committed && err == nil, t.count, time.Since(t.started))
 	touched := t.touched
 	t.open, t.count, t.touched = false, 0, map[*partition]struct{}{}
 	// Partition bookkeeping below must not race a revoke callback.
@@ -484,6 +495,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 		for part := range touched {
 			if err := part.st.committed(); err != nil {
 				p.stats.foreignWrites.Add(1)
+				p.cfg.Observer.ForeignWrite(part.b.kind.Name())
 				p.log.Error("foreign events in the events partition; restoring it from Kafka", "topic", part.b.names.Events, "partition", part.id, "err", err)
 				p.reset(part, true)
 				continue

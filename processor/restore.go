@@ -55,6 +55,8 @@ type rawEvent struct {
 type eventSource interface {
 	// name is "topic/partition", for messages.
 	name() string
+	// topic is the events topic's name.
+	topic() string
 	// read hands every committed record at offsets [from, end), in order and
 	// in batches, to fn, and returns once all were handed.
 	read(ctx context.Context, from, end int64, fn func([]rawEvent) error) error
@@ -146,6 +148,7 @@ func (s *aggState) claim(ctx context.Context, end int64, full bool) int64 {
 		return err
 	})
 	if err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+		s.obs.SnapshotStoreError("claim")
 		log.Warn("snapshot store unavailable; restoring with a full replay, snapshots resume when it is back", "err", err)
 		return 0
 	}
@@ -259,7 +262,7 @@ func (s *aggState) stop(src eventSource, r rawEvent, err error) error {
 		SchemaVersion int    `json:"schemaversion"`
 	}
 	_ = json.Unmarshal(r.value, &head) // best effort: for the message only
-	return &StoppedError{Topic: src.name(), Partition: s.part, Offset: r.offset, Type: head.Type, SchemaVersion: head.SchemaVersion, Err: err}
+	return &StoppedError{Topic: src.topic(), Partition: s.part, Offset: r.offset, Type: head.Type, SchemaVersion: head.SchemaVersion, Err: err}
 }
 
 // restore rebuilds pt's aggregates from its events partition (and the
@@ -271,7 +274,7 @@ func (p *Processor) restore(ctx context.Context, pt *partition) error {
 		return err
 	}
 	began := time.Now()
-	rep, err := pt.st.restore(ctx, kafkaEvents{p: p, topic: events, part: pt.id}, end, pt.forceFull)
+	rep, err := pt.st.restore(ctx, kafkaEvents{p: p, events: events, part: pt.id}, end, pt.forceFull)
 	if errors.Is(err, errUntrusted) {
 		pt.forceFull = true // the retry replays everything
 	}
@@ -281,6 +284,12 @@ func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	pt.restored.Store(true)
 	p.stats.restores.Add(1)
 	p.stats.eventsReplayed.Add(rep.replayed)
+	mode := "full"
+	if rep.from > 0 {
+		mode = "checkpoint"
+	}
+	p.cfg.Observer.Restored(pt.b.kind.Name(), mode, time.Since(began), rep.replayed)
+	pt.st.gauges.cached.Store(int64(pt.st.cache.len()))
 	p.log.Info("partition restored", "topic", events, "partition", pt.id, "mode", rep.mode, "from_offset", rep.from, "end_offset", end,
 		"events", rep.replayed, "cached", pt.st.cache.len(), "took", time.Since(began))
 	return nil
@@ -288,12 +297,14 @@ func (p *Processor) restore(ctx context.Context, pt *partition) error {
 
 // kafkaEvents reads an events partition from Kafka, read_committed.
 type kafkaEvents struct {
-	p     *Processor
-	topic string
-	part  int32
+	p      *Processor
+	events string // the topic
+	part   int32
 }
 
-func (k kafkaEvents) name() string { return fmt.Sprintf("%s/%d", k.topic, k.part) }
+func (k kafkaEvents) name() string { return fmt.Sprintf("%s/%d", k.events, k.part) }
+
+func (k kafkaEvents) topic() string { return k.events }
 
 // read consumes [from, end). It ends once it was handed any record (data
 // or transaction marker, kept with KeepControlRecords) at end-1 or beyond:
@@ -306,7 +317,7 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 		return nil
 	}
 	cl, err := kgo.NewClient(k.p.kafkaOpts(
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.topic: {k.part: kgo.NewOffset().At(from)}}),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.events: {k.part: kgo.NewOffset().At(from)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 	)...)
@@ -358,11 +369,11 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 			lastProgress = time.Now()
 			continue
 		}
-		starts, err := k.p.adm.ListStartOffsets(ctx, k.topic)
+		starts, err := k.p.adm.ListStartOffsets(ctx, k.events)
 		if err != nil {
 			return fmt.Errorf("listing the start offset of %s: %w", k.name(), err)
 		}
-		if so, ok := starts.Lookup(k.topic, k.part); ok && so.Err == nil && so.Offset >= end {
+		if so, ok := starts.Lookup(k.events, k.part); ok && so.Err == nil && so.Offset >= end {
 			return nil // what is left below end was removed
 		}
 		if time.Since(lastProgress) > 10*time.Second && time.Since(lastLog) > 10*time.Second {

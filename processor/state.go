@@ -84,6 +84,11 @@ type aggState struct {
 	eventsSinceCP int
 	lastCP        time.Time
 	closed        atomic.Bool
+	obs           Observer
+	// gauges mirror, for Status, what only the owning goroutine may read.
+	gauges struct {
+		cached, sinceCP, lastCP atomic.Int64 // lastCP in Unix nanoseconds
+	}
 
 	mu      sync.Mutex // guards the fields below
 	claimed bool
@@ -108,7 +113,7 @@ func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *write
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
 		cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
-		open: map[string][]byte{}, lastCP: time.Now()}
+		open: map[string][]byte{}, lastCP: time.Now(), obs: nopObserver{}}
 	s.complete.Store(true)
 	return s
 }
@@ -120,8 +125,10 @@ var errStoreLost = errors.New("snapshot store cannot be trusted for this partiti
 // get returns the aggregate id: from memory, from the store, or new.
 func (s *aggState) get(ctx context.Context, id string) (*entry, error) {
 	if e := s.cache.get(id); e != nil {
+		s.obs.CacheLookup(s.kind.Name(), true)
 		return e, nil
 	}
+	s.obs.CacheLookup(s.kind.Name(), false)
 	if err := s.load(ctx, []string{id}); err != nil {
 		return nil, err
 	}
@@ -173,6 +180,7 @@ func (s *aggState) load(ctx context.Context, ids []string) error {
 		return fmt.Errorf("%w: %w", errUntrusted, err)
 	}
 	if err != nil {
+		s.obs.SnapshotStoreError("load")
 		return fmt.Errorf("loading %d snapshots: %w", len(ids), err)
 	}
 	for _, id := range ids {
@@ -242,6 +250,8 @@ func (s *aggState) committed() error {
 	if len(s.produced) > 0 {
 		s.expectNext++ // the commit marker
 	}
+	s.gauges.sinceCP.Store(int64(s.eventsSinceCP))
+	s.gauges.cached.Store(int64(s.cache.len()))
 	clear(s.produced)
 	s.produced = s.produced[:0]
 	clear(s.open)
@@ -288,6 +298,7 @@ func (s *aggState) evict() {
 				s.cache.remove(id)
 				s.complete.Store(false)
 				s.stats.evictions.Add(1)
+				s.obs.Evicted(s.kind.Name(), 1)
 				over--
 			} else if e.queued < e.agg.Version() {
 				sn, err := s.snapshotOf(e)
@@ -304,6 +315,7 @@ func (s *aggState) evict() {
 	if len(snaps) > 0 {
 		s.writer.submit(s, nil, snaps)
 	}
+	s.gauges.cached.Store(int64(s.cache.len()))
 }
 
 // checkpoint hands the writer the snapshot of every aggregate newer than
@@ -337,6 +349,7 @@ func (s *aggState) checkpoint() {
 	}
 	s.eventsSinceCP = 0
 	s.lastCP = time.Now()
+	s.gauges.sinceCP.Store(0)
 }
 
 // checkpointDue reports whether the checkpoint policy asks for one now.
@@ -448,6 +461,7 @@ func (s *aggState) lose(err error) {
 	defer s.mu.Unlock()
 	if s.lost == nil {
 		s.lost = err
+		s.obs.LeaseLost(s.kind.Name())
 	}
 }
 

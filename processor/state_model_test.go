@@ -24,6 +24,8 @@ type memLog struct{ recs []rawEvent }
 
 func (l *memLog) name() string { return "model-events/0" }
 
+func (l *memLog) topic() string { return "model-events" }
+
 // read hands out the records in batches of up to three (so eviction
 // happens mid-restore), leaving out commit markers (nil values), as a
 // read_committed Kafka consumer does.
@@ -143,6 +145,8 @@ type failingLog struct {
 }
 
 func (f *failingLog) name() string { return f.log.name() }
+
+func (f *failingLog) topic() string { return f.log.topic() }
 
 var errReadFailed = errors.New("injected read failure")
 

@@ -198,6 +198,7 @@ func (w *writer) save(ctx context.Context, j *writeJob) error {
 			return err
 		}
 		if err != nil {
+			st.obs.SnapshotStoreError("save")
 			return err
 		}
 		st.ack(lease, snaps[:n])
@@ -208,6 +209,7 @@ func (w *writer) save(ctx context.Context, j *writeJob) error {
 		if cp != nil {
 			j.cp = nil
 			w.stats.checkpoints.Add(1)
+			st.gauges.lastCP.Store(cp.Time.UnixNano())
 			return nil
 		}
 		snaps = snaps[n:]

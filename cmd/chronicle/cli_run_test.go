@@ -39,7 +39,7 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 
 	run := func(ctx context.Context, kafkaPass, redisURL string) (*exec.Cmd, *syncBuffer) {
 		cmd := exec.CommandContext(ctx, binary(t), "run", "--brokers", brokers, "--sasl-mechanism", "SCRAM-SHA-256",
-			"--sasl-user", "admin", "--redis", redisURL, "--transactional-id", "run-test", "--session-timeout", "6s",
+			"--sasl-user", "admin", "--redis", redisURL, "--transactional-id", "run-test", "--session-timeout", "6s", "--admin-addr", "127.0.0.1:0",
 			"--aggregates", "orders=order", "--partitions", "3", "--log-level", "info")
 		cmd.Env = append(os.Environ(), "CHRONICLE_SASL_PASSWORD="+kafkaPass)
 		out := &syncBuffer{}

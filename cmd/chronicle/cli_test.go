@@ -73,7 +73,7 @@ var kafkaLine = regexp.MustCompile(`kafka:\s+(127\.0\.0\.1:\d+)`)
 // broker address.
 func startDev(t *testing.T, args ...string) *devStack {
 	t.Helper()
-	cmd := exec.Command(binary(t), append([]string{"dev"}, args...)...)
+	cmd := exec.Command(binary(t), append([]string{"dev", "--admin-addr", "127.0.0.1:0"}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

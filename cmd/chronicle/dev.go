@@ -19,6 +19,8 @@ func runDev(ctx context.Context, args []string, s streams) int {
 	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs to serve")
 	redisURL := fs.String("redis", "", "Redis URL for snapshots (redis://, rediss://); empty embeds an in-memory miniredis")
 	verbose := fs.Bool("verbose", false, "log the processor's progress")
+	var adm adminFlags
+	adm.register(fs, "127.0.0.1:9400")
 	brokerOnly := fs.Bool("broker-only", false, "run only the embedded Kafka broker: no Redis, no topics, no processor (--partitions, --aggregates, --redis and --verbose do not apply); "+
 		"on SIGTERM or Ctrl-C it saves its data directory and exits, so it can be restarted on the same address and data")
 	if _, code, done := parseFlags(fs, args); done {
@@ -51,9 +53,13 @@ func runDev(ctx context.Context, args []string, s streams) int {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level}))
+	observer, startAdmin, err := adm.instrument(ctx, logger)
+	if err != nil {
+		return fail(s, "dev", err)
+	}
 	cfg := devstack.Config{
 		KafkaAddr: *addr, DataDir: *dataDir, InMemory: *inMemory, Partitions: int32(*partitions),
-		Aggregates: bindings, Logger: logger, RedisURL: *redisURL,
+		Aggregates: bindings, Logger: logger, RedisURL: *redisURL, Observer: observer, Started: startAdmin,
 		Ready: func(brokers []string, redisAddr string) {
 			var prefixes []string
 			for _, b := range bindings {
@@ -66,6 +72,9 @@ func runDev(ctx context.Context, args []string, s streams) int {
 				fmt.Fprintf(s.out, "  snapshots:  embedded Redis (miniredis) on %s, in memory\n", redisAddr)
 			} else {
 				fmt.Fprintf(s.out, "  snapshots:  %s\n", redactURL(*redisURL))
+			}
+			if adm.listening != "off" {
+				fmt.Fprintf(s.out, "  admin:      http://%s/metrics, /livez, /readyz\n", adm.listening)
 			}
 			fmt.Fprintf(s.out, "\nTry, in another terminal:\n")
 			flag := ""

@@ -34,6 +34,8 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	cpEvents := fs.Int("checkpoint-events", 10000, "checkpoint a partition after this many events (with --redis)")
 	cpInterval := fs.Duration("checkpoint-interval", 30*time.Second, "checkpoint a partition after this long (with --redis)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var adm adminFlags
+	adm.register(fs, ":9400")
 	if _, code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -66,7 +68,12 @@ func runRun(ctx context.Context, args []string, s streams) int {
 		}
 		store = rs
 	}
+	observer, startAdmin, err := adm.instrument(ctx, logger)
+	if err != nil {
+		return fail(s, "run", err)
+	}
 	p, err := processor.New(processor.Config{
+		Observer:  observer,
 		Snapshots: store, CacheSize: *cacheSize, CheckpointEvents: *cpEvents, CheckpointInterval: *cpInterval,
 		Brokers: k.brokerList(), KafkaOptions: opts, Group: *group, TakeOver: *takeOver, TransactionalID: *txnID,
 		Aggregates: bindings, Partitions: int32(*partitions), ReplicationFactor: int16(*replication),
@@ -75,6 +82,9 @@ func runRun(ctx context.Context, args []string, s streams) int {
 		ShutdownTimeout: *shutdown, Logger: logger,
 	})
 	if err != nil {
+		return fail(s, "run", err)
+	}
+	if err := startAdmin(p); err != nil {
 		return fail(s, "run", err)
 	}
 	logger.Info("chronicle starting", "brokers", k.brokerList(), "group", *group, "aggregates", *aggs, "redis", redactURL(*redisURL))
