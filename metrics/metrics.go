@@ -165,10 +165,14 @@ func (m *Metrics) CacheLookup(aggType string, hit bool) {
 }
 
 // Evicted implements processor.Observer.
-func (m *Metrics) Evicted(aggType string, n int) { m.evictions.WithLabelValues(aggType).Add(float64(n)) }
+func (m *Metrics) Evicted(aggType string, n int) {
+	m.evictions.WithLabelValues(aggType).Add(float64(n))
+}
 
 // SnapshotStoreError implements processor.Observer.
-func (m *Metrics) SnapshotStoreError(operation string) { m.storeErrors.WithLabelValues(operation).Inc() }
+func (m *Metrics) SnapshotStoreError(operation string) {
+	m.storeErrors.WithLabelValues(operation).Inc()
+}
 
 // LeaseLost implements processor.Observer.
 func (m *Metrics) LeaseLost(aggType string) { m.leaseLost.WithLabelValues(aggType).Inc() }

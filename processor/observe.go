@@ -39,14 +39,14 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) CommandHandled(string, string, string, time.Duration, time.Duration) {}
-func (nopObserver) TransactionEnded(bool, int, time.Duration)                          {}
-func (nopObserver) Restored(string, string, time.Duration, int64)                      {}
-func (nopObserver) DeadLettered(string, string)                                        {}
-func (nopObserver) CacheLookup(string, bool)                                           {}
-func (nopObserver) Evicted(string, int)                                                {}
-func (nopObserver) SnapshotStoreError(string)                                          {}
-func (nopObserver) LeaseLost(string)                                                   {}
-func (nopObserver) ForeignWrite(string)                                                {}
+func (nopObserver) TransactionEnded(bool, int, time.Duration)                           {}
+func (nopObserver) Restored(string, string, time.Duration, int64)                       {}
+func (nopObserver) DeadLettered(string, string)                                         {}
+func (nopObserver) CacheLookup(string, bool)                                            {}
+func (nopObserver) Evicted(string, int)                                                 {}
+func (nopObserver) SnapshotStoreError(string)                                           {}
+func (nopObserver) LeaseLost(string)                                                    {}
+func (nopObserver) ForeignWrite(string)                                                 {}
 
 // Partition states in PartitionStatus.
 const (
