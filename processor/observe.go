@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Observer receives what a Processor does, for metrics (package metrics
@@ -127,8 +128,11 @@ func (p *Processor) Readiness() (ready bool, reasons []string) {
 }
 
 // Lag returns, per aggregate type and partition, how many command records
-// the group has not consumed: the commands partition's last stable offset
-// minus the group's committed offset.
+// the group has not consumed yet. It is the commands partition's last
+// stable offset minus the group's committed offset, except that offsets in
+// between holding only transaction markers (which the forwards of wrongly
+// partitioned commands leave in the commands topic) are not counted: once
+// every command is handled, the lag is 0.
 func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error) {
 	if p.adm == nil {
 		return nil, fmt.Errorf("the processor is not running")
@@ -146,6 +150,8 @@ func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error)
 		return nil, fmt.Errorf("fetching the offsets of group %q: %w", p.cfg.Group, err)
 	}
 	out := map[string]map[int32]int64{}
+	inspect := map[string]map[int32]kgo.Offset{}
+	ranges := map[topicPartition][2]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
 		b := p.bindings[o.Topic]
 		if o.Err != nil || b == nil {
@@ -158,8 +164,66 @@ func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error)
 		if out[b.kind.Name()] == nil {
 			out[b.kind.Name()] = map[int32]int64{}
 		}
-		out[b.kind.Name()][o.Partition] = max(0, o.Offset-done)
+		lag := max(0, o.Offset-done)
+		out[b.kind.Name()][o.Partition] = lag
+		if lag > 0 && lag <= maxInspectedLag {
+			if inspect[o.Topic] == nil {
+				inspect[o.Topic] = map[int32]kgo.Offset{}
+			}
+			inspect[o.Topic][o.Partition] = kgo.NewOffset().At(done)
+			ranges[topicPartition{o.Topic, o.Partition}] = [2]int64{done, o.Offset}
+		}
 	})
+	if len(inspect) == 0 {
+		return out, nil
+	}
+	data, err := p.dataRecords(ctx, inspect, ranges)
+	if err != nil {
+		return out, nil // the upper bound is still right
+	}
+	for tp, n := range data {
+		out[p.bindings[tp.topic].kind.Name()][tp.partition] = n
+	}
+	return out, nil
+}
+
+// maxInspectedLag bounds the lags Lag reads through to tell commands from
+// transaction markers; a larger lag is reported as it is.
+const maxInspectedLag = 64
+
+// dataRecords reads the offset ranges given (read_committed, markers kept)
+// and counts, per partition, the records that are not transaction markers.
+// A partition not read to its range's end within a second keeps its upper
+// bound.
+func (p *Processor) dataRecords(ctx context.Context, at map[string]map[int32]kgo.Offset, ranges map[topicPartition][2]int64) (map[topicPartition]int64, error) {
+	cl, err := kgo.NewClient(p.kafkaOpts(kgo.ConsumePartitions(at), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	counts := map[topicPartition]int64{}
+	seen := map[topicPartition]bool{}
+	for len(seen) < len(ranges) && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			tp := topicPartition{r.Topic, r.Partition}
+			rg, ok := ranges[tp]
+			if !ok || r.Offset < rg[0] || r.Offset >= rg[1] {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				counts[tp]++
+			}
+			if r.Offset == rg[1]-1 {
+				seen[tp] = true
+			}
+		})
+	}
+	out := map[topicPartition]int64{}
+	for tp := range seen {
+		out[tp] = counts[tp]
+	}
 	return out, nil
 }
 
