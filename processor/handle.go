@@ -108,6 +108,10 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	case aggregates.StatusRejected:
 		p.stats.rejected.Add(1)
 	}
+	if res.Code == aggregates.CodeInvariantViolated {
+		p.log.Warn("command rejected: its events would break the aggregate's invariant (a bug in the aggregate)", "command_id", res.CommandID,
+			"command_type", cmd.Type, "aggregate", cmd.AggregateID, "version", res.Version, "reason", res.Reason)
+	}
 	if res.Status == aggregates.StatusInvalid || res.Code == aggregates.CodeHandlerPanic || res.Code == aggregates.CodeUnencodable {
 		p.log.Warn("command sent to the DLQ", "command_id", res.CommandID, "command_type", cmd.Type, "aggregate", cmd.AggregateID, "code", res.Code, "reason", res.Reason)
 		pt.deadLetter(p, sess, r, &cmd, res.Code, res.Reason)
