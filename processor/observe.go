@@ -128,11 +128,7 @@ func (p *Processor) Readiness() (ready bool, reasons []string) {
 }
 
 // Lag returns, per aggregate type and partition, how many command records
-// the group has not consumed yet. It is the commands partition's last
-// stable offset minus the group's committed offset, except that offsets in
-// between holding only transaction markers (which the forwards of wrongly
-// partitioned commands leave in the commands topic) are not counted: once
-// every command is handled, the lag is 0.
+// the group has not consumed yet (see GroupLag).
 func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error) {
 	if p.adm == nil {
 		return nil, fmt.Errorf("the processor is not running")
@@ -141,31 +137,54 @@ func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error)
 	for t := range p.bindings {
 		names = append(names, t)
 	}
-	ends, err := p.adm.ListCommittedOffsets(ctx, names...)
+	byTopic, err := GroupLag(ctx, p.kafkaOpts(), p.cfg.Group, names...)
 	if err != nil {
-		return nil, fmt.Errorf("listing the stable offsets of %v: %w", names, err)
+		return nil, err
 	}
-	committed, err := p.adm.FetchOffsets(ctx, p.cfg.Group)
+	out := map[string]map[int32]int64{}
+	for t, parts := range byTopic {
+		out[p.bindings[t].kind.Name()] = parts
+	}
+	return out, nil
+}
+
+// GroupLag returns, per commands topic and partition, how many command
+// records group has not consumed yet: the partition's last stable offset
+// minus the group's committed offset, except that offsets in between
+// holding only transaction markers (which the forwards of wrongly
+// partitioned commands leave in the commands topic) are not counted: once
+// every command is handled, the lag is 0. opts reach the brokers.
+func GroupLag(ctx context.Context, opts []kgo.Opt, group string, commandTopics ...string) (map[string]map[int32]int64, error) {
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("fetching the offsets of group %q: %w", p.cfg.Group, err)
+		return nil, fmt.Errorf("creating a Kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListCommittedOffsets(ctx, commandTopics...)
+	if err != nil {
+		return nil, fmt.Errorf("listing the stable offsets of %v: %w", commandTopics, err)
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("fetching the offsets of group %q: %w", group, err)
 	}
 	out := map[string]map[int32]int64{}
 	inspect := map[string]map[int32]kgo.Offset{}
 	ranges := map[topicPartition][2]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
-		b := p.bindings[o.Topic]
-		if o.Err != nil || b == nil {
+		if o.Err != nil {
 			return
 		}
 		var done int64
 		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil && c.At >= 0 {
 			done = c.At
 		}
-		if out[b.kind.Name()] == nil {
-			out[b.kind.Name()] = map[int32]int64{}
+		if out[o.Topic] == nil {
+			out[o.Topic] = map[int32]int64{}
 		}
 		lag := max(0, o.Offset-done)
-		out[b.kind.Name()][o.Partition] = lag
+		out[o.Topic][o.Partition] = lag
 		if lag > 0 && lag <= maxInspectedLag {
 			if inspect[o.Topic] == nil {
 				inspect[o.Topic] = map[int32]kgo.Offset{}
@@ -177,12 +196,12 @@ func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error)
 	if len(inspect) == 0 {
 		return out, nil
 	}
-	data, err := p.dataRecords(ctx, inspect, ranges)
+	data, err := dataRecords(ctx, opts, inspect, ranges)
 	if err != nil {
 		return out, nil // the upper bound is still right
 	}
 	for tp, n := range data {
-		out[p.bindings[tp.topic].kind.Name()][tp.partition] = n
+		out[tp.topic][tp.partition] = n
 	}
 	return out, nil
 }
@@ -195,8 +214,8 @@ const maxInspectedLag = 64
 // and counts, per partition, the records that are not transaction markers.
 // A partition not read to its range's end within a second keeps its upper
 // bound.
-func (p *Processor) dataRecords(ctx context.Context, at map[string]map[int32]kgo.Offset, ranges map[topicPartition][2]int64) (map[topicPartition]int64, error) {
-	cl, err := kgo.NewClient(p.kafkaOpts(kgo.ConsumePartitions(at), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+func dataRecords(ctx context.Context, opts []kgo.Opt, at map[string]map[int32]kgo.Offset, ranges map[topicPartition][2]int64) (map[topicPartition]int64, error) {
+	cl, err := kgo.NewClient(append(opts[:len(opts):len(opts)], kgo.ConsumePartitions(at), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
 	if err != nil {
 		return nil, err
 	}

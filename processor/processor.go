@@ -227,6 +227,7 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(commandTopics...),
 		kgo.TransactionalID(p.cfg.TransactionalID),
+		kgo.ClientID(p.cfg.TransactionalID), // names the instance in the group (chronicle status)
 		kgo.TransactionTimeout(p.cfg.TransactionTimeout),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 		kgo.RebalanceTimeout(p.cfg.RebalanceTimeout),

@@ -176,3 +176,35 @@ func TestDevStartsAndTopicsCheckPasses(t *testing.T) {
 		t.Fatalf("topics of a missing prefix: exit %d\n%s", code, errOut)
 	}
 }
+
+var adminLine = regexp.MustCompile(`admin:\s+http://(127\.0\.0\.1:\d+)/`)
+
+// TestStatusShowsOwnersLagAndReadiness: chronicle status against a dev
+// stack after commands were handled.
+func TestStatusShowsOwnersLagAndReadiness(t *testing.T) {
+	d := startDev(t, "--kafka-addr", "127.0.0.1:0", "--in-memory")
+	m := adminLine.FindStringSubmatch(d.out.String())
+	if m == nil {
+		t.Fatalf("dev printed no admin address:\n%s", d.out)
+	}
+	for i := range 3 {
+		if out, errOut, code := chronicle(t, "", "send", "--brokers", d.brokers, "--wait", "orders", fmt.Sprintf("o-%d", i), "CreateOrder", `{"user_id":"u-1"}`); code != 0 {
+			t.Fatalf("send: exit %d\n%s%s", code, out, errOut)
+		}
+	}
+	out, errOut, code := chronicle(t, "", "status", "--brokers", d.brokers, "--admin", m[1], "orders")
+	if code != 0 {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"orders: group chronicle-dev", "PARTITION", "5          chronicle-dev", m[1] + ": ready"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[0] >= "0" && f[0] <= "5" && len(f[0]) == 1 && f[3] != "0" {
+			t.Errorf("partition %s has lag %s after every command was answered:\n%s", f[0], f[3], out)
+		}
+	}
+}

@@ -47,6 +47,7 @@ func subcommands() []subcommand {
 		{"send", "publish commands and optionally wait for their results", runSend},
 		{"tail", "follow an events topic", runTail},
 		{"history", "show an aggregate's events and its state at a version or time", runHistory},
+		{"status", "per partition: the owning instance, lag, last checkpoint; why instances are not ready", runStatus},
 	}
 }
 
