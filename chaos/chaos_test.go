@@ -256,6 +256,7 @@ func setUp(t *testing.T) *env {
 		})
 	}
 	e.bin = filepath.Join(e.dir, "chronicle")
+	readSources(t)
 	if out, err := exec.Command("go", "build", "-o", e.bin, "github.com/chronicle-es/chronicle/cmd/chronicle").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -471,4 +472,32 @@ func resentByProducer(cmds []Record) int {
 		}
 	}
 	return n
+}
+
+// readSources opens every Go source and module file of the repository, so
+// that go test's cache, which tracks the files a test opens but not what
+// the `go build` it runs reads, reruns this test when any of them changes.
+func readSources(t *testing.T) {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		_ = b
+		return err
+	})
+	if err != nil {
+		t.Fatalf("reading the sources: %v", err)
+	}
 }
