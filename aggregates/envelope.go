@@ -29,6 +29,11 @@ type Metadata struct {
 	Actor string `json:"actor,omitempty"`
 	// Timestamp is when the sender created the command.
 	Timestamp time.Time `json:"timestamp,omitzero"`
+	// TraceParent is a W3C trace context ("00-<trace id>-<span id>-<flags>")
+	// the command continues; a traceparent Kafka header takes its place. Its
+	// events carry the processor's span for the command in their traceparent
+	// attribute (the CloudEvents distributed tracing extension).
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Command is the envelope of a command on the wire (JSON, one per Kafka
@@ -159,6 +164,9 @@ type Event struct {
 	CorrelationID string
 	// Actor is copied from the command.
 	Actor string
+	// TraceParent is the W3C trace context of the span that decided the
+	// command (CloudEvents distributed tracing extension), when traced.
+	TraceParent string
 	// Data is the decoded payload, a value of the event's registered Go type.
 	Data any
 }
@@ -178,6 +186,7 @@ type eventWire struct {
 	CausationID     string          `json:"causationid,omitempty"`
 	CorrelationID   string          `json:"correlationid,omitempty"`
 	Actor           string          `json:"actor,omitempty"`
+	TraceParent     string          `json:"traceparent,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
@@ -201,7 +210,7 @@ func (e *Event) Encode() ([]byte, error) {
 	// The attribute names, the ULID, the time and the versions take at most
 	// 360 bytes; the strings may need escaping, which then grows b once.
 	b := make([]byte, 0, 360+len(data)+len(e.Type)+len(e.Source)+len(e.Subject)+len(e.AggregateType)+
-		len(e.CausationID)+len(e.CorrelationID)+len(e.Actor))
+		len(e.CausationID)+len(e.CorrelationID)+len(e.Actor)+len(e.TraceParent))
 	b = append(b, `{"specversion":"1.0","id":"`...)
 	var id [ulid.EncodedSize]byte
 	_ = e.ID.MarshalTextTo(id[:]) // cannot fail: the buffer has the right size
@@ -220,7 +229,7 @@ func (e *Event) Encode() ([]byte, error) {
 	b = strconv.AppendInt(b, e.Version, 10)
 	b = append(b, `,"schemaversion":`...)
 	b = strconv.AppendInt(b, int64(sv), 10)
-	for _, f := range [...]struct{ name, v string }{{"causationid", e.CausationID}, {"correlationid", e.CorrelationID}, {"actor", e.Actor}} {
+	for _, f := range [...]struct{ name, v string }{{"causationid", e.CausationID}, {"correlationid", e.CorrelationID}, {"actor", e.Actor}, {"traceparent", e.TraceParent}} {
 		if f.v != "" {
 			b = append(b, `,"`...)
 			b = append(b, f.name...)
@@ -264,7 +273,7 @@ func decodeEventEnvelope(b []byte) (Event, json.RawMessage, error) {
 	}
 	e := Event{Type: w.Type, Source: w.Source, Subject: w.Subject, Time: w.Time,
 		AggregateType: w.AggregateType, SchemaVersion: w.SchemaVersion,
-		CausationID: w.CausationID, CorrelationID: w.CorrelationID, Actor: w.Actor}
+		CausationID: w.CausationID, CorrelationID: w.CorrelationID, Actor: w.Actor, TraceParent: w.TraceParent}
 	var problems []error
 	if w.SpecVersion != SpecVersion {
 		problems = append(problems, fmt.Errorf(`"specversion" is %q, want %q`, truncate(w.SpecVersion), SpecVersion))

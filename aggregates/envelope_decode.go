@@ -31,6 +31,7 @@ const (
 	fCausationID
 	fCorrelationID
 	fActor
+	fTraceParent
 	fData
 	nFields
 )
@@ -63,6 +64,8 @@ func envelopeField(key []byte) int {
 		return fCorrelationID
 	case "actor":
 		return fActor
+	case "traceparent":
+		return fTraceParent
 	case "data":
 		return fData
 	}
@@ -235,6 +238,8 @@ func (r *reader) value(f int, w *eventWire, version *int64) bool {
 		return r.str(&w.CorrelationID, "")
 	case fActor:
 		return r.str(&w.Actor, "")
+	case fTraceParent:
+		return r.str(&w.TraceParent, "")
 	case fTime:
 		if r.literal("null") {
 			return true

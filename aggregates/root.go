@@ -155,7 +155,7 @@ func (r *Root[S]) decideEvents(cmd *Command, now time.Time) ([]Event, S, error) 
 		events[i] = Event{
 			ID: id, Type: ed.name, Source: r.def.source, Subject: r.id, Time: now,
 			AggregateType: r.def.name, Version: v, SchemaVersion: ed.schema,
-			CausationID: causation, CorrelationID: correlation, Actor: cmd.Metadata.Actor,
+			CausationID: causation, CorrelationID: correlation, Actor: cmd.Metadata.Actor, TraceParent: cmd.Metadata.TraceParent,
 			Data: p,
 		}
 	}

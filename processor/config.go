@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/topics"
@@ -84,6 +85,12 @@ type Config struct {
 	// when Snapshots is set; the least recently used are evicted after
 	// their changes are saved. 0 means the default, 100000.
 	CacheSize int
+
+	// Tracer, when set, traces every command: a span continuing the
+	// command's W3C traceparent (record header or metadata), whose context
+	// its events and result carry on. Nil traces nothing, at no cost.
+	// Package tracing builds one from the OTEL_* environment.
+	Tracer trace.Tracer
 
 	// Observer receives what the processor does, for metrics (see package
 	// metrics); nil observes nothing.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/topics"
@@ -75,6 +76,10 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		p.produce(sess, fwd)
 		return
 	}
+	span, traceParent := p.traceCommand(ctx, r, &cmd, pt.b.kind.Name())
+	if span != nil {
+		defer span.End()
+	}
 	ent, err := pt.st.get(ctx, cmd.AggregateID)
 	if err != nil {
 		// Without the aggregate's state the command cannot be decided: the
@@ -119,7 +124,13 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 			p.stats.invalid.Add(1)
 		}
 	}
-	pt.result(p, sess, &res)
+	if span != nil {
+		span.SetAttributes(attribute.String("chronicle.outcome", string(res.Status)), attribute.Int64("chronicle.version", res.Version))
+		if res.Code != "" {
+			span.SetAttributes(attribute.String("chronicle.code", res.Code))
+		}
+	}
+	pt.result(p, sess, &res, traceParent)
 	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(res.Status), time.Since(began), time.Since(r.Timestamp))
 }
 
@@ -169,10 +180,12 @@ func (pt *partition) invalid(p *Processor, sess *kgo.GroupTransactSession, r *kg
 	res := aggregates.Result{CommandID: cmd.ID.String(), CommandType: cmd.Type, AggregateType: pt.b.kind.Name(),
 		AggregateID: cmd.AggregateID, Status: aggregates.StatusInvalid, Version: -1, Code: code, Reason: reason,
 		CorrelationID: cmd.Correlation(), Time: p.cfg.Now()}
-	pt.result(p, sess, &res)
+	pt.result(p, sess, &res, "")
 }
 
-func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *aggregates.Result) {
+// result produces res; traceParent, when set, goes into its traceparent
+// header.
+func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *aggregates.Result, traceParent string) {
 	if res.Time.IsZero() {
 		res.Time = p.cfg.Now()
 	}
@@ -181,7 +194,11 @@ func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *a
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding result of %s: %w", res.CommandID, err)))
 		return
 	}
-	p.produce(sess, &kgo.Record{Topic: pt.b.names.Results, Partition: -1, Key: []byte(res.CommandID), Value: v})
+	rec := &kgo.Record{Topic: pt.b.names.Results, Partition: -1, Key: []byte(res.CommandID), Value: v}
+	if traceParent != "" {
+		rec.Headers = []kgo.RecordHeader{{Key: HeaderTraceParent, Value: []byte(traceParent)}}
+	}
+	p.produce(sess, rec)
 }
 
 func (pt *partition) deadLetter(p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, code, reason string) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chronicle-es/chronicle/processor"
 	"github.com/chronicle-es/chronicle/snapshots"
+	"github.com/chronicle-es/chronicle/tracing"
 )
 
 func runRun(ctx context.Context, args []string, s streams) int {
@@ -72,8 +73,19 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	if err != nil {
 		return fail(s, "run", err)
 	}
+	tracer, stopTracing, err := tracing.FromEnv(ctx)
+	if err != nil {
+		return fail(s, "run", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			logger.Warn("flushing traces failed", "err", err)
+		}
+	}()
 	p, err := processor.New(processor.Config{
-		Observer:  observer,
+		Observer: observer, Tracer: tracer,
 		Snapshots: store, CacheSize: *cacheSize, CheckpointEvents: *cpEvents, CheckpointInterval: *cpInterval,
 		Brokers: k.brokerList(), KafkaOptions: opts, Group: *group, TakeOver: *takeOver, TransactionalID: *txnID,
 		Aggregates: bindings, Partitions: int32(*partitions), ReplicationFactor: int16(*replication),
