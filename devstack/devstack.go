@@ -19,6 +19,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronicle-es/chronicle/processor"
 	"github.com/chronicle-es/chronicle/snapshots"
@@ -48,6 +49,9 @@ type Config struct {
 	BrokerOnly bool
 	// Observer receives what the processor does (see package metrics).
 	Observer processor.Observer
+	// SessionOptions go to the processor's group-session client (see
+	// processor.Config.SessionOptions).
+	SessionOptions []kgo.Opt
 	// Started, if set, is called with the processor once it is created,
 	// before it runs (for /readyz and metrics); an error stops Run.
 	Started func(p *processor.Processor) error
@@ -126,6 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 		RebalanceTimeout: 6 * time.Second,
 		Logger:           cfg.Logger,
 		Observer:         cfg.Observer,
+		SessionOptions:   cfg.SessionOptions,
 	})
 	if err != nil {
 		return err

@@ -31,6 +31,11 @@ type Config struct {
 	// KafkaOptions are extra franz-go options (TLS, SASL, dialer...) added
 	// to every client the processor creates.
 	KafkaOptions []kgo.Opt
+	// SessionOptions are extra franz-go options for the consumer-group
+	// session's client only, of which there is one at a time: for hooks
+	// that expect a single client, such as kprom's client metrics
+	// (kgo.WithHooks(kprom.NewMetrics(...))).
+	SessionOptions []kgo.Opt
 	// Group is the consumer group shared by all instances. Default "chronicle".
 	Group string
 	// TransactionalID must be stable per instance and unique across live

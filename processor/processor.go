@@ -223,7 +223,7 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	p.restoreCtx, p.fenced = restoreCtx, fenced
 	p.mu.Unlock()
 	p.assignment.Store(nil)
-	sess, err := kgo.NewGroupTransactSession(p.kafkaOpts(
+	sess, err := kgo.NewGroupTransactSession(append(p.kafkaOpts(
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(commandTopics...),
 		kgo.TransactionalID(p.cfg.TransactionalID),
@@ -240,7 +240,7 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 		kgo.OnPartitionsAssigned(p.assigned),
 		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.revoked),
-	)...)
+	), p.cfg.SessionOptions...)...)
 	if err != nil {
 		cancelRestores()
 		return fmt.Errorf("creating transact session: %w", err)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/chronicle-es/chronicle/admin"
 	"github.com/chronicle-es/chronicle/metrics"
@@ -28,14 +30,17 @@ func (a *adminFlags) register(fs *flag.FlagSet, def string) {
 // instrument returns the metrics to pass as the processor's Observer and a
 // function that, given the processor, starts the admin server (unless
 // --admin-addr is off) and logs where it listens.
-func (a *adminFlags) instrument(ctx context.Context, logger *slog.Logger) (*metrics.Metrics, func(p *processor.Processor) error, error) {
+// The third result, franz-go's client metrics (kprom, named
+// chronicle_kafka_*), goes into processor.Config.SessionOptions.
+func (a *adminFlags) instrument(ctx context.Context, logger *slog.Logger) (*metrics.Metrics, func(p *processor.Processor) error, kgo.Opt, error) {
 	a.listening = "off"
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := metrics.New(reg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	kafkaMetrics := kgo.WithHooks(kprom.NewMetrics("chronicle_kafka", kprom.Registerer(reg)))
 	start := func(p *processor.Processor) error {
 		m.Watch(p)
 		if *a.addr == "off" || *a.addr == "" {
@@ -49,5 +54,5 @@ func (a *adminFlags) instrument(ctx context.Context, logger *slog.Logger) (*metr
 		logger.Info("admin server listening", "addr", srv.Addr(), "pprof", *a.pprof)
 		return nil
 	}
-	return m, start, nil
+	return m, start, kafkaMetrics, nil
 }

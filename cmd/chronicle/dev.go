@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/chronicle-es/chronicle/devstack"
 )
 
@@ -53,13 +55,13 @@ func runDev(ctx context.Context, args []string, s streams) int {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level}))
-	observer, startAdmin, err := adm.instrument(ctx, logger)
+	observer, startAdmin, kafkaMetrics, err := adm.instrument(ctx, logger)
 	if err != nil {
 		return fail(s, "dev", err)
 	}
 	cfg := devstack.Config{
 		KafkaAddr: *addr, DataDir: *dataDir, InMemory: *inMemory, Partitions: int32(*partitions),
-		Aggregates: bindings, Logger: logger, RedisURL: *redisURL, Observer: observer, Started: startAdmin,
+		Aggregates: bindings, Logger: logger, RedisURL: *redisURL, Observer: observer, Started: startAdmin, SessionOptions: []kgo.Opt{kafkaMetrics},
 		Ready: func(brokers []string, redisAddr string) {
 			var prefixes []string
 			for _, b := range bindings {

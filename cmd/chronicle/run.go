@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/chronicle-es/chronicle/processor"
 	"github.com/chronicle-es/chronicle/snapshots"
 	"github.com/chronicle-es/chronicle/tracing"
@@ -69,7 +71,7 @@ func runRun(ctx context.Context, args []string, s streams) int {
 		}
 		store = rs
 	}
-	observer, startAdmin, err := adm.instrument(ctx, logger)
+	observer, startAdmin, kafkaMetrics, err := adm.instrument(ctx, logger)
 	if err != nil {
 		return fail(s, "run", err)
 	}
@@ -85,7 +87,7 @@ func runRun(ctx context.Context, args []string, s streams) int {
 		}
 	}()
 	p, err := processor.New(processor.Config{
-		Observer: observer, Tracer: tracer,
+		Observer: observer, Tracer: tracer, SessionOptions: []kgo.Opt{kafkaMetrics},
 		Snapshots: store, CacheSize: *cacheSize, CheckpointEvents: *cpEvents, CheckpointInterval: *cpInterval,
 		Brokers: k.brokerList(), KafkaOptions: opts, Group: *group, TakeOver: *takeOver, TransactionalID: *txnID,
 		Aggregates: bindings, Partitions: int32(*partitions), ReplicationFactor: int16(*replication),
