@@ -183,9 +183,12 @@ var adminLine = regexp.MustCompile(`admin:\s+http://(127\.0\.0\.1:\d+)/`)
 // stack after commands were handled.
 func TestStatusShowsOwnersLagAndReadiness(t *testing.T) {
 	d := startDev(t, "--kafka-addr", "127.0.0.1:0", "--in-memory")
-	m := adminLine.FindStringSubmatch(d.out.String())
-	if m == nil {
-		t.Fatalf("dev printed no admin address:\n%s", d.out)
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil; time.Sleep(20 * time.Millisecond) {
+		// startDev returns on the kafka line; the admin line follows it.
+		if m = adminLine.FindStringSubmatch(d.out.String()); m == nil && time.Now().After(deadline) {
+			t.Fatalf("dev printed no admin address:\n%s", d.out)
+		}
 	}
 	for i := range 3 {
 		if out, errOut, code := chronicle(t, "", "send", "--brokers", d.brokers, "--wait", "orders", fmt.Sprintf("o-%d", i), "CreateOrder", `{"user_id":"u-1"}`); code != 0 {
