@@ -1,12 +1,10 @@
 package processor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/internal/syncbuf"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -206,23 +205,8 @@ func mustCommand(t *testing.T, kind aggregates.Kind, id string, payload any) *ag
 	return &cmd
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written concurrently.
+type syncBuffer = syncbuf.Buffer
 
 // Issue 8, "poison is contained to its command": a command whose event
 // cannot be encoded is rejected alone, with a DLQ record; the commands

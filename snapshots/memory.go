@@ -180,12 +180,8 @@ func (m *Memory) LoadLeased(ctx context.Context, aggType string, partition int32
 	if m.closed {
 		return nil, fmt.Errorf("snapshots: loading %d snapshots of %s: %w", len(ids), where(aggType, partition), ErrClosed)
 	}
-	p := m.parts[memKey{aggType, partition}]
-	var found *Lease
-	if p != nil {
-		found = p.lease
-	}
-	if err := checkLease(where(aggType, partition), lease, found); err != nil {
+	p, err := m.leased(aggType, partition, lease)
+	if err != nil {
 		return nil, err
 	}
 	return p.copyOf(ids), nil
@@ -208,17 +204,27 @@ func (m *Memory) SaveLeased(ctx context.Context, aggType string, partition int32
 	if m.closed {
 		return Lease{}, fmt.Errorf("snapshots: saving %d snapshots of %s: %w", len(snaps), where(aggType, partition), ErrClosed)
 	}
+	p, err := m.leased(aggType, partition, lease)
+	if err != nil {
+		return Lease{}, err
+	}
+	m.write(p, cp, snaps)
+	p.lease = &Lease{Epoch: p.lease.Epoch, Seq: p.lease.Seq + 1}
+	return *p.lease, nil
+}
+
+// leased returns the partition if its stored lease is still lease (same
+// epoch, Seq at least lease.Seq), else a *LeaseError. m.mu must be held.
+func (m *Memory) leased(aggType string, partition int32, lease Lease) (*memPartition, error) {
 	p := m.parts[memKey{aggType, partition}]
 	var found *Lease
 	if p != nil {
 		found = p.lease
 	}
 	if err := checkLease(where(aggType, partition), lease, found); err != nil {
-		return Lease{}, err
+		return nil, err
 	}
-	m.write(p, cp, snaps)
-	p.lease = &Lease{Epoch: found.Epoch, Seq: found.Seq + 1}
-	return *p.lease, nil
+	return p, nil
 }
 
 // Flush forgets everything, as FLUSHALL does to Redis.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chronicle-es/chronicle/internal/syncbuf"
 )
 
 // binary builds the chronicle binary once per test run.
@@ -50,22 +52,8 @@ type devStack struct {
 	done    chan error
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written concurrently.
+type syncBuffer = syncbuf.Buffer
 
 var kafkaLine = regexp.MustCompile(`kafka:\s+(127\.0\.0\.1:\d+)`)
 
