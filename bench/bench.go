@@ -1,0 +1,381 @@
+// Package bench measures Chronicle against the physical limit of its
+// broker, in one run on one broker (an embedded kfake unless brokers are
+// given): the processor working off a backlog of order commands next to a
+// bare franz-go transactional loop writing the same records per command,
+// command→result latency at fixed shares of the measured peak, full-replay
+// and checkpoint-restore times, and allocations per command. It is what
+// `chronicle bench` runs; bench_test.go runs it as a Go benchmark.
+//
+// Every figure that compares two things is measured in the same run, so the
+// ratios hold on a shared or noisy machine where absolute figures do not.
+//
+// # Phases
+//
+//   - backlog: Commands order commands over Orders orders (a CreateOrder per
+//     order, then AddLines merging into five products) are produced to the
+//     commands topic of a fresh topic set with Partitions partitions.
+//   - chronicle: a processor (defaults but for CommitEvery and
+//     CommitInterval) works the backlog off; the clock runs from its first
+//     handled command to the commit of its last.
+//   - bare: a franz-go GroupTransactSession reads the same backlog in its own
+//     group and writes, per command, the records Chronicle writes (an event
+//     and a state record to the command's partition, a result keyed by the
+//     command id), of the same sizes, committing every CommitEvery records.
+//   - latency: at each share of Chronicle's measured rate, commands are sent
+//     at that rate (paced every millisecond) for LatencyDuration while the
+//     same processor runs; each one's latency is the time from its send to
+//     its result being read (read_committed).
+//   - restore: ReplayEvents order events (100 per order) are written to a
+//     one-partition events topic; a processor with an in-memory snapshot
+//     store restores the first ReplayEvents-CheckpointBack of them and
+//     checkpoints; the rest are appended; then one processor restores with a
+//     full replay and one from the checkpoint. Their restore times come from
+//     the processor's own Observer.Restored.
+//
+// Allocations are counted with runtime.MemStats over the chronicle and bare
+// phases, the embedded broker's included; their difference per command is
+// what Chronicle's own code allocates.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/topics"
+)
+
+// Phase names, for Config.Phases and Progress.
+const (
+	PhaseChronicle = "chronicle"
+	PhaseBare      = "bare"
+	PhaseLatency   = "latency"
+	PhaseRestore   = "restore"
+)
+
+// Config says what to measure. Zero values take the documented defaults;
+// Validate reports every problem at once.
+type Config struct {
+	// Brokers are the Kafka seed brokers; empty starts an embedded kfake
+	// broker for the run.
+	Brokers []string
+	// KafkaOptions are extra franz-go options (TLS, SASL…) for every client.
+	KafkaOptions []kgo.Opt
+	// Phases to run (PhaseChronicle, PhaseBare, PhaseLatency,
+	// PhaseRestore); nil runs all. Latency needs chronicle (its rates are
+	// shares of the measured peak).
+	Phases []string
+
+	// Commands of the backlog over Orders orders in Partitions partitions.
+	// Defaults 200000, 20000 and 6.
+	Commands   int
+	Orders     int
+	Partitions int32
+	// CommitEvery and CommitInterval configure the processor (and
+	// CommitEvery the bare loop). Defaults 1000 and 100ms, the processor's.
+	CommitEvery    int
+	CommitInterval time.Duration
+
+	// LatencyShares are the shares of the measured peak at which latency is
+	// measured, each for LatencyDuration. Defaults 0.1 and 0.5, for 3s.
+	LatencyShares   []float64
+	LatencyDuration time.Duration
+
+	// ReplayEvents are the events of the restore phase, CheckpointBack of
+	// them after the checkpoint. Defaults 1000000 and 10000.
+	ReplayEvents   int
+	CheckpointBack int
+
+	// Progress, when set, is called as each phase advances (from the
+	// goroutine that runs it, at most every 100ms per phase).
+	Progress func(Progress)
+	// Logger receives the processors' logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Progress is how far a phase is.
+type Progress struct {
+	Phase       string
+	Done, Total int64
+}
+
+func (c *Config) setDefaults() {
+	if c.Phases == nil {
+		c.Phases = []string{PhaseChronicle, PhaseBare, PhaseLatency, PhaseRestore}
+	}
+	if c.Commands == 0 {
+		c.Commands = 200_000
+	}
+	if c.Orders == 0 {
+		c.Orders = 20_000
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 6
+	}
+	if c.CommitEvery == 0 {
+		c.CommitEvery = 1000
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 100 * time.Millisecond
+	}
+	if c.LatencyShares == nil {
+		c.LatencyShares = []float64{0.1, 0.5}
+	}
+	if c.LatencyDuration == 0 {
+		c.LatencyDuration = 3 * time.Second
+	}
+	if c.ReplayEvents == 0 {
+		c.ReplayEvents = 1_000_000
+	}
+	if c.CheckpointBack == 0 {
+		c.CheckpointBack = 10_000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Progress == nil {
+		c.Progress = func(Progress) {}
+	}
+}
+
+func (c *Config) has(phase string) bool {
+	for _, p := range c.Phases {
+		if p == phase {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, p := range c.Phases {
+		switch p {
+		case PhaseChronicle, PhaseBare, PhaseLatency, PhaseRestore:
+		default:
+			errs = append(errs, fmt.Errorf("unknown phase %q: choose from %s, %s, %s, %s", p, PhaseChronicle, PhaseBare, PhaseLatency, PhaseRestore))
+		}
+	}
+	if c.has(PhaseLatency) && !c.has(PhaseChronicle) {
+		errs = append(errs, fmt.Errorf("phase %s needs phase %s: its rates are shares of the peak that one measures", PhaseLatency, PhaseChronicle))
+	}
+	if c.Orders < 1 {
+		errs = append(errs, fmt.Errorf("orders %d: must be at least 1", c.Orders))
+	}
+	if c.Commands < c.Orders {
+		errs = append(errs, fmt.Errorf("commands %d: must be at least the orders (%d), one CreateOrder each", c.Commands, c.Orders))
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions %d: must be at least 1", c.Partitions))
+	}
+	if c.CommitEvery < 1 {
+		errs = append(errs, fmt.Errorf("commit-every %d: must be at least 1", c.CommitEvery))
+	}
+	if c.CommitInterval < time.Millisecond {
+		errs = append(errs, fmt.Errorf("commit-interval %v: must be at least 1ms", c.CommitInterval))
+	}
+	for _, s := range c.LatencyShares {
+		if s <= 0 || s > 1 {
+			errs = append(errs, fmt.Errorf("latency share %v: must be in (0, 1]", s))
+		}
+	}
+	if c.LatencyDuration < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("latency duration %v: must be at least 10ms", c.LatencyDuration))
+	}
+	if c.CheckpointBack < 1 || c.ReplayEvents <= c.CheckpointBack {
+		errs = append(errs, fmt.Errorf("replay events %d and checkpoint back %d: need 1 ≤ back < events", c.ReplayEvents, c.CheckpointBack))
+	}
+	return errors.Join(errs...)
+}
+
+// Result is what a run measured. Rates are per second, times in seconds,
+// latencies in milliseconds.
+type Result struct {
+	Broker         string  `json:"broker"`
+	GoMaxProcs     int     `json:"gomaxprocs"`
+	Commands       int     `json:"commands"`
+	Orders         int     `json:"orders"`
+	Partitions     int32   `json:"partitions"`
+	CommitEvery    int     `json:"commit_every"`
+	CommitInterval float64 `json:"commit_interval_ms"`
+
+	Chronicle *Throughput `json:"chronicle,omitempty"`
+	Bare      *Throughput `json:"bare,omitempty"`
+	// Ratio is Chronicle's rate over the bare loop's.
+	Ratio float64 `json:"ratio,omitempty"`
+	// AllocsOverBare and BytesOverBare are what Chronicle allocates per
+	// command beyond the bare loop (the broker's share cancels out).
+	AllocsOverBare float64 `json:"allocs_over_bare,omitempty"`
+	BytesOverBare  float64 `json:"bytes_over_bare,omitempty"`
+
+	Latency []Latency `json:"latency,omitempty"`
+	Restore *Restore  `json:"restore,omitempty"`
+}
+
+// Throughput is one loop working off the backlog.
+type Throughput struct {
+	Commands  int     `json:"commands"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_second"`
+	// AllocsPerCommand and BytesPerCommand are the whole process's, the
+	// embedded broker's included.
+	AllocsPerCommand float64 `json:"allocs_per_command"`
+	BytesPerCommand  float64 `json:"bytes_per_command"`
+	Transactions     int64   `json:"transactions"`
+}
+
+// Latency is command→result latency at one rate.
+type Latency struct {
+	Share    float64 `json:"share"`
+	Rate     float64 `json:"rate"`     // commands/s asked for
+	Achieved float64 `json:"achieved"` // commands/s sent
+	Commands int     `json:"commands"`
+	Missing  int     `json:"missing,omitempty"` // results not read within the wait
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	P999     float64 `json:"p999_ms"`
+	Max      float64 `json:"max_ms"`
+}
+
+// Restore compares a full replay with a checkpoint restore.
+type Restore struct {
+	Events              int     `json:"events"`
+	Aggregates          int     `json:"aggregates"`
+	Back                int     `json:"checkpoint_back"`
+	FullSeconds         float64 `json:"full_seconds"`
+	FullEventsPerSecond float64 `json:"full_events_per_second"`
+	CheckpointSeconds   float64 `json:"checkpoint_seconds"`
+	CheckpointEvents    int64   `json:"checkpoint_events"`
+	// Speedup is the full replay's time over the checkpoint restore's.
+	Speedup float64 `json:"speedup"`
+}
+
+// run is one benchmark run's shared parts.
+type run struct {
+	cfg    Config
+	seeds  []string
+	opts   []kgo.Opt // seed brokers and cfg.KafkaOptions
+	admin  *kadm.Client
+	base   *kgo.Client
+	prefix string
+}
+
+// Run measures what cfg asks for and returns the figures. It creates topics
+// named chronicle-bench-<time>… and deletes them when it is done.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bench config: %w", err)
+	}
+	res := &Result{Broker: strings.Join(cfg.Brokers, ","), GoMaxProcs: runtime.GOMAXPROCS(0), Commands: cfg.Commands, Orders: cfg.Orders,
+		Partitions: cfg.Partitions, CommitEvery: cfg.CommitEvery, CommitInterval: float64(cfg.CommitInterval) / float64(time.Millisecond)}
+	brokers := cfg.Brokers
+	if len(brokers) == 0 {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+		if err != nil {
+			return nil, fmt.Errorf("starting the embedded Kafka broker: %w", err)
+		}
+		defer c.Close()
+		brokers = c.ListenAddrs()
+		res.Broker = "embedded kfake"
+	}
+	r := &run{cfg: cfg, seeds: brokers, prefix: fmt.Sprintf("chronicle-bench-%d", time.Now().UnixNano())}
+	r.opts = append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, cfg.KafkaOptions...)
+	base, err := kgo.NewClient(r.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating kafka client: %w", err)
+	}
+	defer base.Close()
+	r.base, r.admin = base, kadm.NewClient(base)
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = base.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("connecting to Kafka %v: %w (check the broker addresses and the TLS and SASL settings)", brokers, err)
+	}
+	defer r.deleteTopics()
+
+	if cfg.has(PhaseChronicle) || cfg.has(PhaseBare) {
+		if err := r.throughput(ctx, res); err != nil {
+			return res, err
+		}
+	}
+	if cfg.has(PhaseRestore) {
+		rs, err := r.restore(ctx)
+		if err != nil {
+			return res, fmt.Errorf("restore phase: %w", err)
+		}
+		res.Restore = rs
+	}
+	return res, nil
+}
+
+// deleteTopics removes every topic of the run, best effort.
+func (r *run) deleteTopics() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listed, err := r.admin.ListTopics(ctx)
+	if err != nil {
+		return
+	}
+	var names []string
+	for _, t := range listed.Names() {
+		if strings.HasPrefix(t, r.prefix) {
+			names = append(names, t)
+		}
+	}
+	if len(names) > 0 {
+		_, _ = r.admin.DeleteTopics(ctx, names...)
+	}
+}
+
+// ensure creates the topics of prefix with n partitions.
+func (r *run) ensure(ctx context.Context, prefix string, n int32) (topics.Names, error) {
+	names := topics.For(prefix)
+	if _, err := topics.Ensure(ctx, r.base, names, topics.Spec{Partitions: n, ReplicationFactor: -1}); err != nil {
+		return names, fmt.Errorf("creating the topics of %s: %w", prefix, err)
+	}
+	return names, nil
+}
+
+// memDelta measures allocations between two points.
+type memDelta struct{ mallocs, bytes uint64 }
+
+func memNow() memDelta {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return memDelta{m.Mallocs, m.TotalAlloc}
+}
+
+func (d memDelta) since(before memDelta) memDelta {
+	return memDelta{d.mallocs - before.mallocs, d.bytes - before.bytes}
+}
+
+// ticker calls fn every 100ms until the returned stop is called.
+func ticker(fn func()) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() { close(done); <-finished; fn() }
+}

@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tiny is a configuration that runs every phase in seconds.
+func tiny() Config {
+	return Config{Commands: 600, Orders: 60, Partitions: 3, CommitEvery: 100, CommitInterval: 20 * time.Millisecond,
+		LatencyShares: []float64{0.1, 0.5}, LatencyDuration: 200 * time.Millisecond, ReplayEvents: 3000, CheckpointBack: 300}
+}
+
+func TestRunMeasuresEveryPhase(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := tiny()
+	phases := map[string]bool{}
+	cfg.Progress = func(p Progress) { phases[strings.Fields(p.Phase)[0]] = true }
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Chronicle == nil || res.Chronicle.Commands != 600 || res.Chronicle.PerSecond <= 0 || res.Chronicle.Transactions < 1 {
+		t.Errorf("chronicle: %+v", res.Chronicle)
+	}
+	if res.Bare == nil || res.Bare.PerSecond <= 0 || res.Bare.Transactions < 6 {
+		t.Errorf("bare: %+v", res.Bare)
+	}
+	if res.Ratio <= 0 || res.Chronicle.AllocsPerCommand <= 0 {
+		t.Errorf("ratio %v, allocs %v", res.Ratio, res.Chronicle.AllocsPerCommand)
+	}
+	if len(res.Latency) != 2 {
+		t.Fatalf("latency: %+v", res.Latency)
+	}
+	for _, l := range res.Latency {
+		if l.Missing != 0 || l.Commands < 1 || l.P50 <= 0 || l.P99 < l.P50 || l.P999 < l.P99 || l.Max < l.P999 {
+			t.Errorf("latency: %+v", l)
+		}
+	}
+	if rs := res.Restore; rs == nil || rs.Events != 3000 || rs.CheckpointEvents != 300 || rs.FullSeconds <= 0 || rs.CheckpointSeconds <= 0 {
+		t.Errorf("restore: %+v", res.Restore)
+	}
+	for _, p := range []string{"backlog", PhaseChronicle, PhaseBare, PhaseLatency, "writing", "full", "checkpoint"} {
+		if !phases[p] {
+			t.Errorf("no progress reported for phase %q (got %v)", p, phases)
+		}
+	}
+	var out bytes.Buffer
+	Report(&out, res)
+	for _, want := range []string{"chronicle", "bare loop", "ratio", "p99", "full replay", "from a checkpoint"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	t.Log("\n" + out.String())
+	if _, err := json.Marshal(res); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestConfigErrorsAreAllReported(t *testing.T) {
+	cfg := Config{Phases: []string{PhaseLatency, "warp"}, Commands: 5, Orders: 10, LatencyShares: []float64{2}, ReplayEvents: 10, CheckpointBack: 20}
+	cfg.setDefaults()
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`unknown phase "warp"`, "needs phase chronicle", "commands 5", "latency share 2", "checkpoint back 20"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
+
+// BenchmarkCommandPath runs the processor and the bare loop over a backlog
+// of 20,000 order commands on an embedded broker and reports both rates,
+// their ratio and the allocations per command. Profile the processor alone
+// with -run '^$' -bench 'CommandPath/chronicle' -cpuprofile cpu.out.
+func BenchmarkCommandPath(b *testing.B) {
+	for _, phases := range [][]string{{PhaseChronicle}, {PhaseBare}, {PhaseChronicle, PhaseBare}} {
+		b.Run(strings.Join(phases, "+"), func(b *testing.B) {
+			var cmds, secs, ratio, allocs float64
+			for b.Loop() {
+				res, err := Run(context.Background(), Config{Phases: phases, Commands: 20_000, Orders: 2_000})
+				if err != nil {
+					b.Fatal(err)
+				}
+				t := res.Chronicle
+				if t == nil {
+					t = res.Bare
+				}
+				cmds += float64(t.Commands)
+				secs += t.Seconds
+				allocs += t.AllocsPerCommand
+				ratio += res.Ratio
+			}
+			b.ReportMetric(cmds/secs, "cmds/s")
+			b.ReportMetric(allocs/float64(b.N), "allocs/cmd")
+			if ratio > 0 {
+				b.ReportMetric(ratio/float64(b.N), "ratio")
+			}
+		})
+	}
+}
+
+// BenchmarkRestore restores 200,000 order events with a full replay and from
+// a checkpoint 10,000 events back.
+func BenchmarkRestore(b *testing.B) {
+	var full, fromCP float64
+	for b.Loop() {
+		res, err := Run(context.Background(), Config{Phases: []string{PhaseRestore}, ReplayEvents: 200_000, CheckpointBack: 10_000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		full += res.Restore.FullSeconds
+		fromCP += res.Restore.CheckpointSeconds
+	}
+	b.ReportMetric(200_000*float64(b.N)/full, "replay-events/s")
+	b.ReportMetric(full/fromCP, "checkpoint-speedup-x")
+}

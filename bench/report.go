@@ -1,0 +1,47 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+)
+
+// Report writes res for people: each figure, the ratios and what they are
+// measured against.
+func Report(w io.Writer, res *Result) {
+	fmt.Fprintf(w, "broker: %s, GOMAXPROCS %d\n", res.Broker, res.GoMaxProcs)
+	fmt.Fprintf(w, "backlog: %d commands over %d orders, %d partitions; commit every %d commands or %gms\n",
+		res.Commands, res.Orders, res.Partitions, res.CommitEvery, res.CommitInterval)
+	line := func(name string, t *Throughput) {
+		fmt.Fprintf(w, "  %-10s %9.0f commands/s  (%.2fs, %d transactions, %.1f allocs and %.0f B per command in the process)\n",
+			name, t.PerSecond, t.Seconds, t.Transactions, t.AllocsPerCommand, t.BytesPerCommand)
+	}
+	if res.Chronicle != nil || res.Bare != nil {
+		fmt.Fprintln(w, "throughput, working off the backlog:")
+	}
+	if res.Chronicle != nil {
+		line("chronicle", res.Chronicle)
+	}
+	if res.Bare != nil {
+		line("bare loop", res.Bare)
+	}
+	if res.Ratio > 0 {
+		fmt.Fprintf(w, "  ratio      %.3f of the bare transactional loop writing the same records\n", res.Ratio)
+		fmt.Fprintf(w, "  chronicle allocates %.1f more objects (%.0f B) per command than the bare loop\n", res.AllocsOverBare, res.BytesOverBare)
+	}
+	if len(res.Latency) > 0 {
+		fmt.Fprintln(w, "command→result latency:")
+		for _, l := range res.Latency {
+			fmt.Fprintf(w, "  at %3g%% of the peak (%6.0f/s asked, %6.0f/s sent, %d commands): p50 %.1fms  p99 %.1fms  p999 %.1fms  max %.1fms",
+				l.Share*100, l.Rate, l.Achieved, l.Commands, l.P50, l.P99, l.P999, l.Max)
+			if l.Missing > 0 {
+				fmt.Fprintf(w, "  (%d results missing)", l.Missing)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if rs := res.Restore; rs != nil {
+		fmt.Fprintf(w, "restore of %d events of %d orders:\n", rs.Events, rs.Aggregates)
+		fmt.Fprintf(w, "  full replay         %.3fs  (%.0f events/s)\n", rs.FullSeconds, rs.FullEventsPerSecond)
+		fmt.Fprintf(w, "  from a checkpoint   %.3fs  (%d events back)  %.1fx faster\n", rs.CheckpointSeconds, rs.Back, rs.Speedup)
+	}
+}

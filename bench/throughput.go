@@ -1,0 +1,392 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/aggregates/order"
+	"github.com/chronicle-es/chronicle/processor"
+	"github.com/chronicle-es/chronicle/topics"
+)
+
+// products is how many products the AddLines of one order cycle through:
+// each merges into its product's line, so every command is accepted and an
+// order stays small.
+const products = 5
+
+// orderID names order i.
+func orderID(i int) string { return "o-" + strconv.Itoa(i) }
+
+// command returns the k-th command of the workload over orders orders: the
+// first orders are CreateOrders, the rest AddLines round robin.
+func command(def *aggregates.Definition[order.State], k, orders int) (*kgo.Record, string, error) {
+	id := orderID(k % orders)
+	var payload any = order.CreateOrder{UserID: "u-" + id}
+	if k >= orders {
+		p := int64(1 + (k/orders)%products)
+		payload = order.AddLine{ProductID: p, Quantity: 1, UnitPrice: 100 * p}
+	}
+	cmd, err := def.NewCommand(id, payload, aggregates.Metadata{})
+	if err != nil {
+		return nil, "", err
+	}
+	v, err := cmd.Encode()
+	if err != nil {
+		return nil, "", err
+	}
+	return &kgo.Record{Key: []byte(id), Value: v, Partition: -1}, cmd.ID.String(), nil
+}
+
+// produceAll writes recs with one producer and waits until all are
+// acknowledged, reporting progress under phase.
+func (r *run) produceAll(ctx context.Context, phase string, recs func(yield func(*kgo.Record) bool) error, total int64, extra ...kgo.Opt) error {
+	cl, err := kgo.NewClient(append(append(r.opts[:len(r.opts):len(r.opts)], kgo.RecordPartitioner(topics.Partitioner()), kgo.MaxBufferedRecords(100_000),
+		kgo.ProducerBatchMaxBytes(1<<20)), extra...)...)
+	if err != nil {
+		return fmt.Errorf("creating producer: %w", err)
+	}
+	defer cl.Close()
+	var (
+		done     atomic.Int64
+		firstErr atomic.Pointer[error]
+	)
+	stop := ticker(func() { r.cfg.Progress(Progress{Phase: phase, Done: done.Load(), Total: total}) })
+	defer stop()
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			firstErr.CompareAndSwap(nil, &err)
+		}
+		done.Add(1)
+	}
+	err = recs(func(rec *kgo.Record) bool {
+		cl.Produce(ctx, rec, promise)
+		return firstErr.Load() == nil && ctx.Err() == nil
+	})
+	if ferr := cl.Flush(ctx); err == nil {
+		err = ferr
+	}
+	if p := firstErr.Load(); p != nil && err == nil {
+		err = *p
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", phase, err)
+	}
+	return nil
+}
+
+// observer counts what a processor commits, and reports restores.
+type observer struct {
+	first     atomic.Int64 // Unix nanoseconds of the first handled command
+	last      atomic.Int64 // Unix nanoseconds of the last commit
+	committed atomic.Int64 // commands of committed transactions
+	txns      atomic.Int64
+	restored  chan restored
+}
+
+type restored struct {
+	mode   string
+	took   time.Duration
+	events int64
+}
+
+func newObserver() *observer { return &observer{restored: make(chan restored, 1024)} }
+
+func (o *observer) CommandHandled(string, string, string, time.Duration, time.Duration) {
+	if o.first.Load() == 0 {
+		o.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+func (o *observer) TransactionEnded(committed bool, commands int, _ time.Duration) {
+	if committed {
+		o.committed.Add(int64(commands))
+		o.txns.Add(1)
+		o.last.Store(time.Now().UnixNano())
+	}
+}
+
+func (o *observer) Restored(_, mode string, took time.Duration, events int64) {
+	select {
+	case o.restored <- restored{mode: mode, took: took, events: events}:
+	default:
+	}
+}
+
+func (o *observer) DeadLettered(string, string) {}
+func (o *observer) CacheLookup(string, bool)    {}
+func (o *observer) Evicted(string, int)         {}
+func (o *observer) SnapshotStoreError(string)   {}
+func (o *observer) LeaseLost(string)            {}
+func (o *observer) ForeignWrite(string)         {}
+
+// elapsed is the time from the first handled command to the last commit.
+func (o *observer) elapsed() time.Duration { return time.Duration(o.last.Load() - o.first.Load()) }
+
+// running is a processor started by the bench, stopped with stop.
+type running struct {
+	p      *processor.Processor
+	obs    *observer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startProcessor runs a processor of the order aggregate on prefix.
+func (r *run) startProcessor(ctx context.Context, prefix string, partitions int32, mod func(*processor.Config)) (*running, error) {
+	obs := newObserver()
+	cfg := processor.Config{
+		Brokers: r.seeds, KafkaOptions: r.cfg.KafkaOptions, Group: prefix + "-group", TransactionalID: prefix + "-txn",
+		Aggregates: []processor.Binding{{Kind: order.Definition(), Prefix: prefix}}, Partitions: partitions,
+		CommitEvery: r.cfg.CommitEvery, CommitInterval: r.cfg.CommitInterval,
+		SessionTimeout: 10 * time.Second, RebalanceTimeout: 10 * time.Second,
+		Logger: r.cfg.Logger, Observer: obs,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := processor.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	rn := &running{p: p, obs: obs, cancel: cancel, done: make(chan error, 1)}
+	go func() { rn.done <- p.Run(pctx) }()
+	return rn, nil
+}
+
+// stop ends the processor and waits for it.
+func (rn *running) stop() error {
+	rn.cancel()
+	return <-rn.done
+}
+
+// wait polls until cond holds, the processor fails or ctx ends.
+func (rn *running) wait(ctx context.Context, what string, cond func() bool) error {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case err := <-rn.done:
+			rn.done <- err
+			if err == nil {
+				err = errors.New("it returned without an error")
+			}
+			return fmt.Errorf("the processor stopped while waiting for %s: %w", what, err)
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// throughput runs the backlog, chronicle, latency and bare phases.
+func (r *run) throughput(ctx context.Context, res *Result) error {
+	cfg := r.cfg
+	names, err := r.ensure(ctx, r.prefix, cfg.Partitions)
+	if err != nil {
+		return err
+	}
+	def := order.Definition()
+	err = r.produceAll(ctx, "backlog", func(yield func(*kgo.Record) bool) error {
+		for k := range cfg.Commands {
+			rec, _, err := command(def, k, cfg.Orders)
+			if err != nil {
+				return err
+			}
+			rec.Topic = names.Commands
+			if !yield(rec) {
+				return nil
+			}
+		}
+		return nil
+	}, int64(cfg.Commands))
+	if err != nil {
+		return err
+	}
+	if cfg.has(PhaseChronicle) {
+		runtime.GC()
+		before := memNow()
+		rn, err := r.startProcessor(ctx, r.prefix, cfg.Partitions, nil)
+		if err != nil {
+			return err
+		}
+		stopProgress := ticker(func() {
+			cfg.Progress(Progress{Phase: PhaseChronicle, Done: rn.obs.committed.Load(), Total: int64(cfg.Commands)})
+		})
+		err = rn.wait(ctx, "the backlog to be worked off", func() bool { return rn.obs.committed.Load() >= int64(cfg.Commands) })
+		stopProgress()
+		if err != nil {
+			_ = rn.stop()
+			return err
+		}
+		mem := memNow().since(before)
+		res.Chronicle = throughputOf(cfg.Commands, rn.obs.elapsed(), mem, rn.obs.txns.Load())
+		if cfg.has(PhaseLatency) {
+			for _, share := range cfg.LatencyShares {
+				lat, err := r.latency(ctx, names, rn, share, res.Chronicle.PerSecond)
+				if err != nil {
+					_ = rn.stop()
+					return fmt.Errorf("latency at %v of the peak: %w", share, err)
+				}
+				res.Latency = append(res.Latency, lat)
+			}
+		}
+		if err := rn.stop(); err != nil {
+			return fmt.Errorf("stopping the processor: %w", err)
+		}
+	}
+	if cfg.has(PhaseBare) {
+		runtime.GC()
+		before := memNow()
+		elapsed, txns, err := r.bare(ctx, names)
+		if err != nil {
+			return fmt.Errorf("bare loop: %w", err)
+		}
+		res.Bare = throughputOf(cfg.Commands, elapsed, memNow().since(before), txns)
+	}
+	if res.Chronicle != nil && res.Bare != nil {
+		res.Ratio = res.Chronicle.PerSecond / res.Bare.PerSecond
+		res.AllocsOverBare = res.Chronicle.AllocsPerCommand - res.Bare.AllocsPerCommand
+		res.BytesOverBare = res.Chronicle.BytesPerCommand - res.Bare.BytesPerCommand
+	}
+	return nil
+}
+
+func throughputOf(n int, elapsed time.Duration, mem memDelta, txns int64) *Throughput {
+	return &Throughput{Commands: n, Seconds: elapsed.Seconds(), PerSecond: float64(n) / elapsed.Seconds(),
+		AllocsPerCommand: float64(mem.mallocs) / float64(n), BytesPerCommand: float64(mem.bytes) / float64(n), Transactions: txns}
+}
+
+// sampleRecords returns the values Chronicle writes for an accepted AddLine
+// on an order with a line: its event, its state record and its result.
+func sampleRecords() (event, state, result []byte, err error) {
+	def := order.Definition()
+	root := def.New("o-12345")
+	now := time.Now()
+	for _, p := range []any{order.CreateOrder{UserID: "u-o-12345"}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 100}, order.AddLine{ProductID: 2, Quantity: 1, UnitPrice: 200}} {
+		cmd, err := def.NewCommand("o-12345", p, aggregates.Metadata{})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		d, err := root.ExecuteEncoded(&cmd, now)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		res := aggregates.ResultFor(&cmd, "order", root.Version(), d.Events, nil)
+		res.Time = now
+		if result, err = json.Marshal(res); err != nil {
+			return nil, nil, nil, err
+		}
+		event, state = d.Encoded[0], d.State
+	}
+	return event, state, result, nil
+}
+
+// bare runs the baseline: a GroupTransactSession that writes, per command,
+// an event and a state record to the command's partition and a result keyed
+// by the command id, of the sizes Chronicle writes, ending a transaction
+// after CommitEvery commands or CommitInterval as the processor does.
+func (r *run) bare(ctx context.Context, names topics.Names) (time.Duration, int64, error) {
+	cfg := r.cfg
+	out, err := r.ensure(ctx, r.prefix+"-bare", cfg.Partitions)
+	if err != nil {
+		return 0, 0, err
+	}
+	event, state, result, err := sampleRecords()
+	if err != nil {
+		return 0, 0, fmt.Errorf("encoding the sample records: %w", err)
+	}
+	sess, err := kgo.NewGroupTransactSession(append(r.opts[:len(r.opts):len(r.opts)],
+		kgo.ConsumerGroup(r.prefix+"-bare"), kgo.ConsumeTopics(names.Commands), kgo.TransactionalID(r.prefix+"-bare"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.RequireStableFetchOffsets(), kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.RecordPartitioner(topics.Partitioner()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.SessionTimeout(10*time.Second), kgo.TransactionTimeout(time.Minute))...)
+	if err != nil {
+		return 0, 0, fmt.Errorf("creating the transact session: %w", err)
+	}
+	defer sess.Close()
+	var (
+		done, txns int64
+		count      int
+		first      time.Time
+		open       bool
+		started    time.Time
+		produceErr atomic.Pointer[error]
+	)
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			produceErr.CompareAndSwap(nil, &err)
+		}
+	}
+	var shown atomic.Int64
+	stop := ticker(func() { cfg.Progress(Progress{Phase: PhaseBare, Done: shown.Load(), Total: int64(cfg.Commands)}) })
+	defer stop()
+	for done < int64(cfg.Commands) {
+		if err := ctx.Err(); err != nil {
+			return 0, 0, err
+		}
+		wait := time.Second
+		if open {
+			wait = max(cfg.CommitInterval-time.Since(started), time.Millisecond)
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, wait)
+		fs := sess.PollRecords(pollCtx, cfg.CommitEvery-count)
+		cancel()
+		if fs.IsClientClosed() {
+			return 0, 0, errors.New("client closed")
+		}
+		if !fs.Empty() {
+			if first.IsZero() {
+				first = time.Now()
+			}
+			if !open {
+				if err := sess.Begin(); err != nil {
+					return 0, 0, fmt.Errorf("beginning a transaction: %w", err)
+				}
+				open, started = true, time.Now()
+			}
+			fs.EachRecord(func(rec *kgo.Record) {
+				eventKey := append(append(make([]byte, 0, len(rec.Key)+21), rec.Key...), "@00000000000000000002"...)
+				resultKey := rec.Key
+				if len(rec.Value) > 33 && string(rec.Value[:7]) == `{"id":"` {
+					resultKey = rec.Value[7:33]
+				}
+				sess.Produce(ctx, &kgo.Record{Topic: out.Events, Partition: rec.Partition, Key: eventKey, Value: event}, promise)
+				sess.Produce(ctx, &kgo.Record{Topic: out.State, Partition: rec.Partition, Key: rec.Key, Value: state}, promise)
+				sess.Produce(ctx, &kgo.Record{Topic: out.Results, Partition: -1, Key: resultKey, Value: result}, promise)
+				count++
+			})
+		}
+		if open && (count >= cfg.CommitEvery || time.Since(started) >= cfg.CommitInterval) {
+			try := kgo.TryCommit
+			if produceErr.Load() != nil {
+				try = kgo.TryAbort
+			}
+			committed, err := sess.End(ctx, try)
+			if err != nil || !committed {
+				return 0, 0, fmt.Errorf("ending a transaction (committed %v): %w", committed, errors.Join(err, deref(produceErr.Load())))
+			}
+			done += int64(count)
+			txns++
+			shown.Store(done)
+			open, count = false, 0
+		}
+	}
+	return time.Since(first), txns, nil
+}
+
+func deref(p *error) error {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
