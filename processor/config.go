@@ -54,9 +54,11 @@ type Config struct {
 	Partitions        int32
 	ReplicationFactor int16
 
-	// CommitEvery ends a transaction after this many commands (default
-	// 1000); CommitInterval ends it after this long (default 100ms),
-	// whichever comes first.
+	// A transaction ends as soon as every fetched command is handled, so
+	// that a command is answered about one transaction round trip after it
+	// arrives, and transactions grow with the load: up to CommitEvery
+	// commands (default 1000) or CommitInterval (default 100ms), whichever
+	// comes first.
 	CommitEvery    int
 	CommitInterval time.Duration
 	// MaxCommandBytes is the largest command value accepted; larger ones get

@@ -323,7 +323,7 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 			}
 			t.count += p.processBatch(ctx, sess, fetches, t.touched)
 		}
-		if t.open && (t.count >= p.cfg.CommitEvery || time.Since(t.started) >= p.cfg.CommitInterval) {
+		if t.open && (t.count >= p.cfg.CommitEvery || time.Since(t.started) >= p.cfg.CommitInterval || drained(sess)) {
 			if err := p.endTxn(ctx, sess, &t); err != nil {
 				return err
 			}
@@ -461,6 +461,15 @@ func (b trackingBalancer) ParseSyncAssignment(assignment []byte) (map[string][]i
 		b.track(a)
 	}
 	return a, err
+}
+
+// drained reports whether every fetched command was handled: the open
+// transaction then ends at once, so a lone command waits for one
+// transaction round trip, not for CommitInterval. Under load, commands keep
+// arriving while a transaction ends, so transactions grow with the load, up
+// to CommitEvery commands or CommitInterval.
+func drained(sess *kgo.GroupTransactSession) bool {
+	return sess.Client().BufferedFetchRecords() == 0
 }
 
 func (p *Processor) pollWait(t *txn) time.Duration {
