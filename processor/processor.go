@@ -280,10 +280,13 @@ type txn struct {
 	started time.Time
 	count   int
 	touched map[*partition]struct{}
+	// behind are the partitions whose last fetch ended below their last
+	// stable offset: more of their input is on the broker (see drained).
+	behind map[topicPartition]struct{}
 }
 
 func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) error {
-	t := txn{touched: map[*partition]struct{}{}}
+	t := txn{touched: map[*partition]struct{}{}, behind: map[topicPartition]struct{}{}}
 	for {
 		if ctx.Err() != nil {
 			return p.shutdown(sess, &t)
@@ -322,8 +325,9 @@ func (p *Processor) loop(ctx context.Context, sess *kgo.GroupTransactSession) er
 				p.txnErr.Store(nil)
 			}
 			t.count += p.processBatch(ctx, sess, fetches, t.touched)
+			trackBehind(fetches, t.behind)
 		}
-		if t.open && (t.count >= p.cfg.CommitEvery || time.Since(t.started) >= p.cfg.CommitInterval || drained(sess)) {
+		if t.open && (t.count >= p.cfg.CommitEvery || time.Since(t.started) >= p.cfg.CommitInterval || drained(sess, &t)) {
 			if err := p.endTxn(ctx, sess, &t); err != nil {
 				return err
 			}
@@ -463,13 +467,31 @@ func (b trackingBalancer) ParseSyncAssignment(assignment []byte) (map[string][]i
 	return a, err
 }
 
-// drained reports whether every fetched command was handled: the open
-// transaction then ends at once, so a lone command waits for one
-// transaction round trip, not for CommitInterval. Under load, commands keep
-// arriving while a transaction ends, so transactions grow with the load, up
-// to CommitEvery commands or CommitInterval.
-func drained(sess *kgo.GroupTransactSession) bool {
-	return sess.Client().BufferedFetchRecords() == 0
+// drained reports whether the input is worked off: every fetched command
+// was handled, and the last fetch of every partition reached its last
+// stable offset. The open transaction then ends at once, so a lone command
+// waits for one transaction round trip, not for CommitInterval; under load,
+// commands keep arriving while a transaction ends, so transactions grow
+// with the load, and with a backlog they take CommitEvery commands or
+// CommitInterval, whichever comes first.
+func drained(sess *kgo.GroupTransactSession, t *txn) bool {
+	return len(t.behind) == 0 && sess.Client().BufferedFetchRecords() == 0
+}
+
+// trackBehind records which partitions of fetches ended below their last
+// stable offset, and forgets those that caught up.
+func trackBehind(fetches kgo.Fetches, behind map[topicPartition]struct{}) {
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) == 0 {
+			return
+		}
+		tp := topicPartition{fp.Topic, fp.Partition}
+		if fp.Records[len(fp.Records)-1].Offset+1 < fp.LastStableOffset {
+			behind[tp] = struct{}{}
+		} else {
+			delete(behind, tp)
+		}
+	})
 }
 
 func (p *Processor) pollWait(t *txn) time.Duration {
@@ -497,6 +519,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	p.cfg.Observer.TransactionEnded(committed && err == nil, t.count, time.Since(t.started))
 	touched := t.touched
 	t.open, t.count, t.touched = false, 0, map[*partition]struct{}{}
+	clear(t.behind)
 	// Partition bookkeeping below must not race a revoke callback.
 	p.batchMu.Lock()
 	defer p.batchMu.Unlock()
