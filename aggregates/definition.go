@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // DefaultWindow is how many recent command ids an aggregate remembers for
@@ -30,6 +31,7 @@ type Definition[S any] struct {
 	window      int
 	stateSchema int
 	clone       func(S) (S, error)
+	statePlan   *plan // nil: the state goes through encoding/json
 }
 
 type eventDef[S any] struct {
@@ -39,6 +41,9 @@ type eventDef[S any] struct {
 	decode    func(json.RawMessage) (any, error)
 	apply     func(*S, any)
 	upcasters map[int]func(json.RawMessage) (json.RawMessage, error)
+	// encode appends the payload's JSON as json.Marshal writes it; ok is
+	// false when the payload is not of the type's plan (or it has none).
+	encode func(b []byte, payload any) (out []byte, ok bool)
 }
 
 type commandDef[S any] struct {
@@ -135,6 +140,15 @@ func When[S, E any](name string, apply func(*S, E), opts ...EventOption) Option[
 			},
 			apply: func(s *S, e any) { apply(s, e.(E)) },
 		}
+		if p := planFor(t); p != nil {
+			ed.encode = func(b []byte, payload any) ([]byte, bool) {
+				e, ok := payload.(E)
+				if !ok {
+					return b, false
+				}
+				return p.encode(b, unsafe.Pointer(&e)), true
+			}
+		}
 		d.events[wire] = ed
 		d.eventsByGo[t] = ed
 		return nil
@@ -161,6 +175,7 @@ func Handle[S, C any](name string, handle func(S, C) ([]any, error)) Option[S] {
 		if _, dup := d.commandByGo[t]; dup {
 			return fmt.Errorf("command %q: Go type %v already registered under another name", name, t)
 		}
+		fast := planFor(t)
 		cd := &commandDef[S]{
 			name: wire, goType: t,
 			decode: func(raw json.RawMessage) (any, error) {
@@ -168,6 +183,10 @@ func Handle[S, C any](name string, handle func(S, C) ([]any, error)) Option[S] {
 				if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 					return c, nil
 				}
+				if fast != nil && fast.decode(raw, unsafe.Pointer(&c)) {
+					return c, nil
+				}
+				c = *new(C) // the plan may have written part of it
 				dec := json.NewDecoder(bytes.NewReader(raw))
 				dec.DisallowUnknownFields()
 				if err := dec.Decode(&c); err != nil {
@@ -263,6 +282,7 @@ func Define[S any](name string, opts ...Option[S]) (*Definition[S], error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w %q: %w", ErrDefinition, name, errors.Join(problems...))
 	}
+	d.statePlan = planFor(reflect.TypeFor[S]())
 	if d.clone == nil {
 		var zero S
 		if _, ok := any(&zero).(interface{ Clone() S }); ok {

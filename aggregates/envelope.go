@@ -56,40 +56,49 @@ type Command struct {
 	Metadata Metadata `json:"metadata,omitzero"`
 }
 
+// commandWire is the JSON shape DecodeCommand reads.
+type commandWire struct {
+	ID              string          `json:"id"`
+	Type            string          `json:"type"`
+	AggregateID     string          `json:"aggregate_id"`
+	ExpectedVersion *int64          `json:"expected_version"`
+	Data            json.RawMessage `json:"data"`
+	Metadata        Metadata        `json:"metadata"`
+}
+
 // DecodeCommand decodes and validates a command envelope. On error it still
 // returns whatever fields it could read (the id above all), so a caller can
-// answer the sender. Every error matches ErrMalformed.
+// answer the sender. Every error matches ErrMalformed. The command's Data
+// may share memory with b.
 func DecodeCommand(b []byte) (Command, error) {
-	var w struct {
-		ID              string          `json:"id"`
-		Type            string          `json:"type"`
-		AggregateID     string          `json:"aggregate_id"`
-		ExpectedVersion *int64          `json:"expected_version"`
-		Data            json.RawMessage `json:"data"`
-		Metadata        Metadata        `json:"metadata"`
-	}
+	var w commandWire
 	var c Command
-	if err := json.Unmarshal(b, &w); err != nil {
-		// Try to read at least the id, so the sender can get an answer.
-		var idOnly struct {
-			ID string `json:"id"`
+	idText, fast := readCommand(b, &w)
+	if !fast {
+		w = commandWire{}
+		if err := json.Unmarshal(b, &w); err != nil {
+			// Try to read at least the id, so the sender can get an answer.
+			var idOnly struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(b, &idOnly) == nil {
+				c.ID, _ = ulid.ParseStrict(idOnly.ID)
+			}
+			return c, &DecodeError{What: "command", Err: err}
 		}
-		if json.Unmarshal(b, &idOnly) == nil {
-			c.ID, _ = ulid.ParseStrict(idOnly.ID)
-		}
-		return c, &DecodeError{What: "command", Err: err}
+		idText = []byte(w.ID)
 	}
-	id, idErr := ulid.ParseStrict(w.ID)
+	id, idErr := parseULID(idText)
 	if idErr == nil {
 		c.ID = id
 	}
 	c.Type, c.AggregateID, c.ExpectedVersion, c.Data, c.Metadata = w.Type, w.AggregateID, w.ExpectedVersion, w.Data, w.Metadata
 	var problems []error
 	switch {
-	case w.ID == "":
+	case len(idText) == 0:
 		problems = append(problems, errors.New(`"id" is missing: set it to a new ULID`))
 	case idErr != nil:
-		problems = append(problems, fmt.Errorf(`"id" %q is not a ULID: %w`, truncate(w.ID), idErr))
+		problems = append(problems, fmt.Errorf(`"id" %q is not a ULID: %w`, truncate(string(idText)), idErr))
 	case id == (ulid.ULID{}):
 		problems = append(problems, errors.New(`"id" is the zero ULID: set it to a new ULID`))
 	}
@@ -195,22 +204,33 @@ type eventWire struct {
 // goes through encoding/json. The output is what json.Marshal of the wire
 // struct would produce. The time is written in UTC, so it must fall in the
 // years 0000 to 9999 there (RFC 3339 has no other years).
-func (e *Event) Encode() ([]byte, error) {
+func (e *Event) Encode() ([]byte, error) { return e.appendTo(nil, nil) }
+
+// appendTo appends the event's document to b. encodeData, when set, appends
+// the payload as json.Marshal writes it, or reports that it cannot; the
+// payload then goes through json.Marshal.
+func (e *Event) appendTo(b []byte, encodeData func([]byte, any) ([]byte, bool)) ([]byte, error) {
 	if !inRFC3339Range(e.Time) {
 		return nil, fmt.Errorf("encoding event %s: time %v is outside the years 0000-9999 in UTC: stamp events with a real clock", e.Type, e.Time)
 	}
-	data, err := json.Marshal(e.Data)
-	if err != nil {
-		return nil, fmt.Errorf("encoding data of event %s: %w", e.Type, err)
+	var data []byte
+	if encodeData == nil {
+		var err error
+		if data, err = json.Marshal(e.Data); err != nil {
+			return nil, fmt.Errorf("encoding data of event %s: %w", e.Type, err)
+		}
 	}
 	sv := e.SchemaVersion
 	if sv == 0 {
 		sv = 1
 	}
-	// The attribute names, the ULID, the time and the versions take at most
-	// 360 bytes; the strings may need escaping, which then grows b once.
-	b := make([]byte, 0, 360+len(data)+len(e.Type)+len(e.Source)+len(e.Subject)+len(e.AggregateType)+
-		len(e.CausationID)+len(e.CorrelationID)+len(e.Actor)+len(e.TraceParent))
+	if b == nil {
+		// The attribute names, the ULID, the time and the versions take
+		// at most 360 bytes; the strings may need escaping and the
+		// payload may be longer, which then grows b once.
+		b = make([]byte, 0, 360+128+len(data)+len(e.Type)+len(e.Source)+len(e.Subject)+len(e.AggregateType)+
+			len(e.CausationID)+len(e.CorrelationID)+len(e.Actor)+len(e.TraceParent))
+	}
 	b = append(b, `{"specversion":"1.0","id":"`...)
 	var id [ulid.EncodedSize]byte
 	_ = e.ID.MarshalTextTo(id[:]) // cannot fail: the buffer has the right size
@@ -238,7 +258,18 @@ func (e *Event) Encode() ([]byte, error) {
 		}
 	}
 	b = append(b, `,"data":`...)
-	b = append(b, data...)
+	if encodeData != nil {
+		var ok bool
+		if b, ok = encodeData(b, e.Data); !ok {
+			d, err := json.Marshal(e.Data)
+			if err != nil {
+				return nil, fmt.Errorf("encoding data of event %s: %w", e.Type, err)
+			}
+			b = append(b, d...)
+		}
+	} else {
+		b = append(b, data...)
+	}
 	return append(b, '}'), nil
 }
 
@@ -349,6 +380,45 @@ type Result struct {
 	Time          time.Time `json:"time"`
 }
 
+// AppendJSON appends the result's JSON document to b: what json.Marshal
+// writes, without reflection.
+func (r *Result) AppendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"command_id":`...)
+	b = appendJSONString(b, r.CommandID)
+	for _, f := range [...]struct{ prefix, v string }{{`,"command_type":`, r.CommandType}, {`,"aggregate_type":`, r.AggregateType}, {`,"aggregate_id":`, r.AggregateID}} {
+		if f.v != "" {
+			b = append(b, f.prefix...)
+			b = appendJSONString(b, f.v)
+		}
+	}
+	b = append(b, `,"status":`...)
+	b = appendJSONString(b, string(r.Status))
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, r.Version, 10)
+	if len(r.EventIDs) > 0 {
+		b = append(b, `,"event_ids":[`...)
+		for i, id := range r.EventIDs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, id)
+		}
+		b = append(b, ']')
+	}
+	for _, f := range [...]struct{ prefix, v string }{{`,"code":`, r.Code}, {`,"reason":`, r.Reason}, {`,"correlation_id":`, r.CorrelationID}} {
+		if f.v != "" {
+			b = append(b, f.prefix...)
+			b = appendJSONString(b, f.v)
+		}
+	}
+	b = append(b, `,"time":"`...)
+	b, err := r.Time.AppendText(b)
+	if err != nil {
+		return nil, fmt.Errorf("json: error calling MarshalJSON for type time.Time: Time.MarshalJSON: %w", err)
+	}
+	return append(b, `"}`...), nil
+}
+
 // Result codes set by the framework (handlers choose their own codes).
 const (
 	CodeConcurrencyConflict = "concurrency_conflict"
@@ -364,8 +434,12 @@ const (
 // ResultFor classifies the outcome of Root.Execute into a Result: the
 // accepted events, or the error's status, code and reason.
 func ResultFor(cmd *Command, aggregateType string, version int64, events []Event, err error) Result {
-	r := Result{CommandID: cmd.ID.String(), CommandType: cmd.Type, AggregateType: aggregateType,
-		AggregateID: cmd.AggregateID, Version: version, CorrelationID: cmd.Correlation()}
+	id := cmd.ID.String()
+	r := Result{CommandID: id, CommandType: cmd.Type, AggregateType: aggregateType,
+		AggregateID: cmd.AggregateID, Version: version, CorrelationID: cmd.Metadata.CorrelationID}
+	if r.CorrelationID == "" {
+		r.CorrelationID = id // Correlation(), without a second String
+	}
 	var rej *Rejection
 	var inv *InvariantError
 	switch {

@@ -3,7 +3,10 @@ package aggregates
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"unicode/utf8"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // Reading the CloudEvents envelope is most of the cost of a restore, and
@@ -362,4 +365,225 @@ func decodeWire(b []byte, w *eventWire, version *int64) error {
 	}
 	*w = slow
 	return nil
+}
+
+// readCommand fills w from a command document as json.Unmarshal would,
+// except for the id, which it returns as text (aliasing b) instead of
+// setting w.ID, and reports whether it could. Like readEnvelope it gives
+// up on anything unusual (escapes, other keys, repeated keys), and
+// encoding/json reads the document instead. w.Data aliases b; the other
+// strings share one allocation.
+func readCommand(b []byte, w *commandWire) (id []byte, ok bool) {
+	r := reader{b: b}
+	var (
+		seen                             [6]bool
+		typ, agg, corr, actor, tp, stamp []byte
+		hasStamp                         bool
+	)
+	r.space()
+	if !r.eat('{') {
+		return nil, false
+	}
+	r.space()
+	if !r.eat('}') {
+		for {
+			r.space()
+			key, ok := r.plainString()
+			if !ok {
+				return nil, false
+			}
+			f := -1
+			switch string(key) {
+			case "id":
+				f = 0
+			case "type":
+				f = 1
+			case "aggregate_id":
+				f = 2
+			case "expected_version":
+				f = 3
+			case "data":
+				f = 4
+			case "metadata":
+				f = 5
+			}
+			if f < 0 || seen[f] {
+				return nil, false
+			}
+			seen[f] = true
+			r.space()
+			if !r.eat(':') {
+				return nil, false
+			}
+			r.space()
+			switch f {
+			case 0:
+				ok = r.optString(&id)
+			case 1:
+				ok = r.optString(&typ)
+			case 2:
+				ok = r.optString(&agg)
+			case 3:
+				if r.literal("null") {
+					w.ExpectedVersion, ok = nil, true
+				} else {
+					var v int64
+					v, ok = r.integer()
+					w.ExpectedVersion = &v
+				}
+			case 4:
+				start := r.i
+				if ok = r.skip(0); ok {
+					w.Data = b[start:r.i:r.i]
+					ok = json.Valid(w.Data)
+				}
+			case 5:
+				ok = r.metadata(&corr, &actor, &tp, &stamp, &hasStamp)
+			}
+			if !ok {
+				return nil, false
+			}
+			r.space()
+			if r.eat('}') {
+				break
+			}
+			if !r.eat(',') {
+				return nil, false
+			}
+		}
+	}
+	if !r.end() {
+		return nil, false
+	}
+	if hasStamp && w.Metadata.Timestamp.UnmarshalJSON(stamp) != nil {
+		return nil, false
+	}
+	// One allocation for every string of the envelope.
+	var sb strings.Builder
+	sb.Grow(len(typ) + len(agg) + len(corr) + len(actor) + len(tp))
+	for _, s := range [...][]byte{typ, agg, corr, actor, tp} {
+		sb.Write(s)
+	}
+	all := sb.String()
+	next := func(s []byte) string {
+		v := all[:len(s)]
+		all = all[len(s):]
+		return v
+	}
+	w.Type, w.AggregateID = next(typ), next(agg)
+	w.Metadata.CorrelationID, w.Metadata.Actor, w.Metadata.TraceParent = next(corr), next(actor), next(tp)
+	return id, true
+}
+
+// optString reads a string without escapes, or null (leaving *dst).
+func (r *reader) optString(dst *[]byte) bool {
+	if r.literal("null") {
+		return true
+	}
+	s, ok := r.plainString()
+	if ok {
+		*dst = s
+	}
+	return ok
+}
+
+// metadata reads the metadata object: its strings, and the timestamp's
+// JSON text (with its quotes) for time.Time.UnmarshalJSON.
+func (r *reader) metadata(corr, actor, tp, stamp *[]byte, hasStamp *bool) bool {
+	if r.literal("null") {
+		return true
+	}
+	if !r.eat('{') {
+		return false
+	}
+	var seen [4]bool
+	r.space()
+	if r.eat('}') {
+		return true
+	}
+	for {
+		r.space()
+		key, ok := r.plainString()
+		if !ok {
+			return false
+		}
+		f := -1
+		switch string(key) {
+		case "correlation_id":
+			f = 0
+		case "actor":
+			f = 1
+		case "traceparent":
+			f = 2
+		case "timestamp":
+			f = 3
+		}
+		if f < 0 || seen[f] {
+			return false
+		}
+		seen[f] = true
+		r.space()
+		if !r.eat(':') {
+			return false
+		}
+		r.space()
+		switch f {
+		case 0:
+			ok = r.optString(corr)
+		case 1:
+			ok = r.optString(actor)
+		case 2:
+			ok = r.optString(tp)
+		case 3:
+			if r.literal("null") {
+				ok = true
+				break
+			}
+			start := r.i
+			if _, ok = r.plainString(); ok {
+				*stamp, *hasStamp = r.b[start:r.i], true
+			}
+		}
+		if !ok {
+			return false
+		}
+		r.space()
+		if r.eat('}') {
+			return true
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+}
+
+// parseULID is ulid.ParseStrict of text without converting it to a
+// string: the characters are checked here, then decoded; anything wrong
+// takes ParseStrict itself, for its exact error.
+func parseULID(text []byte) (ulid.ULID, error) {
+	var id ulid.ULID
+	if len(text) != ulid.EncodedSize {
+		return ulid.ParseStrict(string(text))
+	}
+	for _, c := range text {
+		if !crockford(c) {
+			return ulid.ParseStrict(string(text))
+		}
+	}
+	if err := id.UnmarshalText(text); err != nil {
+		return ulid.ParseStrict(string(text))
+	}
+	return id, nil
+}
+
+// crockford reports whether c is a digit of ULID's base32 alphabet, in
+// either case, as ulid's strict parser accepts.
+func crockford(c byte) bool {
+	switch {
+	case c >= '0' && c <= '9':
+		return true
+	case c >= 'a' && c <= 'z':
+		c -= 'a' - 'A'
+	}
+	return c >= 'A' && c <= 'Z' && c != 'I' && c != 'L' && c != 'O' && c != 'U'
 }

@@ -69,3 +69,56 @@ func TestEncodedEventsTakeTheFastReader(t *testing.T) {
 		}
 	}
 }
+
+// The fast command reader must read exactly what encoding/json reads, or
+// give up; and it must not give up on what Command.Encode writes.
+func FuzzCommandReader(f *testing.F) {
+	f.Add([]byte(`{"id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"order.AddLine","aggregate_id":"o-42","expected_version":3,"data":{"product_id":512,"quantity":1,"unit_price":1999},"metadata":{"correlation_id":"c-1","actor":"u-1","timestamp":"2026-11-23T10:00:00Z","traceparent":"00-x"}}`))
+	f.Add([]byte(` { "id" : null , "expected_version" : null , "data" : null , "metadata" : null } `))
+	f.Add([]byte(`{"id":"01jdq6w3z8v0q3x4m0s1y2k5tb","data":[1,"a\"b",{}],"metadata":{}}`))
+	f.Add([]byte(`{"ID":"x","Type":"t"}`))
+	f.Add([]byte(`{"type":"a","type":"b"}`))
+	f.Add([]byte(`{"expected_version":1e2}`))
+	f.Add([]byte(`{"metadata":{"timestamp":""}}`))
+	f.Add([]byte(`{"metadata":{"actor":"a","Actor":"b"}}`))
+	f.Add([]byte(`{"data":{"a":1}}x`))
+	f.Add([]byte(`{"extra":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast commandWire
+		id, ok := readCommand(b, &fast)
+		if !ok {
+			return
+		}
+		fast.ID = string(id)
+		var slow commandWire
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("fast reader accepted what encoding/json refuses (%v):\n%q", err, b)
+		}
+		ft, st := fast.Metadata.Timestamp, slow.Metadata.Timestamp
+		_, fo := ft.Zone()
+		_, so := st.Zone()
+		fast.Metadata.Timestamp, slow.Metadata.Timestamp = time.Time{}, time.Time{}
+		if !ft.Equal(st) || fo != so || !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast reader read\n%+v\nencoding/json read\n%+v\nfrom %q", fast, slow, b)
+		}
+	})
+}
+
+func TestEncodedCommandsTakeTheFastReader(t *testing.T) {
+	id, _ := NewID(time.Unix(1700000000, 0))
+	v := int64(-1)
+	for _, c := range []Command{
+		{ID: id, Type: "order.AddLine", AggregateID: "o-42", ExpectedVersion: &v, Data: json.RawMessage(`{"product_id":1}`),
+			Metadata: Metadata{CorrelationID: "c", Actor: "ü", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600)), TraceParent: "00-a-b-01"}},
+		{ID: id, Type: "CreateOrder", AggregateID: "o"},
+	} {
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w commandWire
+		if _, ok := readCommand(b, &w); !ok {
+			t.Errorf("fast reader gave up on %s", b)
+		}
+	}
+}

@@ -64,3 +64,24 @@ func TestTruncateCutsAtARuneBoundary(t *testing.T) {
 		t.Errorf("truncate(short) = %q", got)
 	}
 }
+
+func FuzzResultAppendJSON(f *testing.F) {
+	f.Add("01JDQ6W3Z8V0Q3X4M0S1Y2K5TB", "order.AddLine", "o-<42>", "accepted", int64(3), 2, "", "why \"not\"", int64(1700000000123456789), 3600)
+	f.Add("", "", "", "", int64(-1), 0, "c", "", int64(0), 0)
+	f.Add("\xff", "\u2028", "&", "x", int64(9), 1, "", "", int64(-9_000_000_000_000_000_000), -7200)
+	f.Fuzz(func(t *testing.T, id, typ, agg, status string, version int64, events int, code, reason string, nanos int64, offset int) {
+		r := Result{CommandID: id, CommandType: typ, AggregateType: typ, AggregateID: agg, Status: ResultStatus(status), Version: version,
+			Code: code, Reason: reason, CorrelationID: agg, Time: time.Unix(0, nanos).In(time.FixedZone("z", offset%100000))}
+		for i := range min(max(events, 0), 4) {
+			r.EventIDs = append(r.EventIDs, id+string(rune('a'+i)))
+		}
+		want, werr := json.Marshal(&r)
+		got, gerr := r.AppendJSON([]byte("prefix"))
+		if (werr != nil) != (gerr != nil) {
+			t.Fatalf("json.Marshal: %v, AppendJSON: %v", werr, gerr)
+		}
+		if werr == nil && string(got) != "prefix"+string(want) {
+			t.Fatalf("AppendJSON wrote\n%s\njson.Marshal wrote\n%s", got[6:], want)
+		}
+	})
+}

@@ -41,6 +41,9 @@ type Aggregate interface {
 	// ExecuteEncoded decides a command and encodes its events and the new
 	// state before changing anything; see Root.ExecuteEncoded.
 	ExecuteEncoded(cmd *Command, now time.Time) (Decision, error)
+	// ExecuteAppend is ExecuteEncoded appending the encodings to buf; see
+	// Root.ExecuteAppend.
+	ExecuteAppend(cmd *Command, now time.Time, buf []byte) (Decision, []byte, error)
 	// Apply replays one stored event; see Root.Apply.
 	Apply(e *Event) error
 	Changes() []Event

@@ -3,7 +3,9 @@ package aggregates
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -55,7 +57,7 @@ func (r *Root[S]) Type() string { return r.def.name }
 // applied, checked, appended to Changes and returned. On any error the
 // aggregate is unchanged. now stamps the events.
 func (r *Root[S]) Execute(cmd *Command, now time.Time) ([]Event, error) {
-	d, err := r.execute(cmd, now, false)
+	d, err := r.execute(cmd, now, nil)
 	return d.Events, err
 }
 
@@ -72,29 +74,43 @@ type Decision struct {
 // *EncodeError (ErrUnencodable) and the aggregate is unchanged, so one bad
 // command cannot poison what is written after it.
 func (r *Root[S]) ExecuteEncoded(cmd *Command, now time.Time) (Decision, error) {
-	return r.execute(cmd, now, true)
+	d, _, err := r.ExecuteAppend(cmd, now, nil)
+	return d, err
 }
 
-func (r *Root[S]) execute(cmd *Command, now time.Time, encode bool) (Decision, error) {
+// ExecuteAppend is ExecuteEncoded that appends the encoded events and state
+// to buf and returns it extended; Decision.Encoded and Decision.State are
+// parts of it. On error buf is returned as it was.
+func (r *Root[S]) ExecuteAppend(cmd *Command, now time.Time, buf []byte) (Decision, []byte, error) {
+	if buf == nil {
+		buf = make([]byte, 0, 1024)
+	}
+	d, err := r.execute(cmd, now, &buf)
+	return d, buf, err
+}
+
+func (r *Root[S]) execute(cmd *Command, now time.Time, buf *[]byte) (Decision, error) {
 	events, next, err := r.decideEvents(cmd, now)
 	if err != nil || len(events) == 0 {
 		return Decision{}, err
 	}
 	d := Decision{Events: events}
-	if encode {
+	if buf != nil {
+		b := *buf
 		d.Encoded = make([][]byte, len(events))
 		for i := range events {
-			b, err := events[i].Encode()
-			if err != nil {
+			start := len(b)
+			if b, err = events[i].appendTo(b, r.def.events[events[i].Type].encode); err != nil {
 				return Decision{}, &EncodeError{What: "event", Type: events[i].Type, Err: err}
 			}
-			d.Encoded[i] = b
+			d.Encoded[i] = b[start:len(b):len(b)]
 		}
-		b, err := json.Marshal(stateWire[S]{AggregateType: r.def.name, AggregateID: r.id, Version: r.version + int64(len(events)), State: next})
-		if err != nil {
+		start := len(b)
+		if b, err = r.appendState(b, r.version+int64(len(events)), &next); err != nil {
 			return Decision{}, &EncodeError{What: "state", Err: err}
 		}
-		d.State = b
+		d.State = b[start:len(b):len(b)]
+		*buf = b
 	}
 	r.state = next
 	r.version += int64(len(events))
@@ -279,9 +295,32 @@ type stateWire[S any] struct {
 // MarshalState encodes the aggregate's current state and version for
 // downstream readers (the state topic).
 func (r *Root[S]) MarshalState() ([]byte, error) {
-	b, err := json.Marshal(stateWire[S]{AggregateType: r.def.name, AggregateID: r.id, Version: r.version, State: r.state})
+	b, err := r.appendState(nil, r.version, &r.state)
 	if err != nil {
 		return nil, fmt.Errorf("encoding state of %q: %w", r.id, err)
 	}
 	return b, nil
+}
+
+// appendState appends the state record of s at version: what json.Marshal
+// of a stateWire writes, the envelope by hand and s by its plan when it has
+// one.
+func (r *Root[S]) appendState(b []byte, version int64, s *S) ([]byte, error) {
+	b = append(b, `{"aggregate_type":`...)
+	b = appendJSONString(b, r.def.name)
+	b = append(b, `,"aggregate_id":`...)
+	b = appendJSONString(b, r.id)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, version, 10)
+	b = append(b, `,"state":`...)
+	if p := r.def.statePlan; p != nil {
+		b = p.encode(b, unsafe.Pointer(s))
+	} else {
+		data, err := json.Marshal(s)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, data...)
+	}
+	return append(b, '}'), nil
 }

@@ -2,7 +2,6 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -45,7 +44,9 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 		if v == nil {
 			continue
 		}
-		p.produce(sess, &kgo.Record{Topic: pt.b.names.State, Partition: pt.id, Key: []byte(id), Value: v})
+		rec := pt.out.record()
+		rec.Topic, rec.Partition, rec.Key, rec.Value = pt.b.names.State, pt.id, pt.out.appendString(id), v
+		p.produce(sess, rec)
 		pt.st.open[id] = nil // produced; keep the key: the aggregate is busy until the end of the transaction
 	}
 }
@@ -93,12 +94,14 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		return
 	}
 	a := ent.agg
-	d, err := execute(a, &cmd, p.cfg.Now)
+	d, err := execute(a, &cmd, p.cfg.Now, &pt.out)
 	a.ClearChanges()
 	events := d.Events
 	res := aggregates.ResultFor(&cmd, pt.b.kind.Name(), a.Version(), events, err)
 	for i := range events {
-		rec := &kgo.Record{Topic: pt.b.names.Events, Partition: pt.id, Key: topics.EventKey(cmd.AggregateID, events[i].Version), Value: d.Encoded[i]}
+		rec := pt.out.record()
+		rec.Topic, rec.Partition, rec.Value = pt.b.names.Events, pt.id, d.Encoded[i]
+		rec.Key = pt.out.done(topics.AppendEventKey(pt.out.start(), cmd.AggregateID, events[i].Version))
 		pt.st.changed(a.ID(), rec, d.State)
 		p.produce(sess, rec)
 	}
@@ -155,13 +158,17 @@ func (pt *partition) ownedIDs(p *Processor, recs []*kgo.Record) []string {
 // execute runs the command, turning a panic anywhere in it into an error.
 // The events and the new state are encoded before the aggregate changes,
 // so a command whose data cannot be encoded is rejected alone.
-func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Time) (d aggregates.Decision, err error) {
+func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Time, out *arena) (d aggregates.Decision, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			d, err = aggregates.Decision{}, &aggregates.PanicError{Where: "executing " + cmd.Type, Value: v}
 		}
 	}()
-	return a.ExecuteEncoded(cmd, now())
+	d, buf, err := a.ExecuteAppend(cmd, now(), out.start())
+	if err == nil {
+		out.buf = buf
+	}
+	return d, err
 }
 
 // invalid answers an undecodable or unacceptable command: an invalid result
@@ -189,12 +196,14 @@ func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *a
 	if res.Time.IsZero() {
 		res.Time = p.cfg.Now()
 	}
-	v, err := json.Marshal(res)
+	v, err := res.AppendJSON(pt.out.start())
 	if err != nil {
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding result of %s: %w", res.CommandID, err)))
 		return
 	}
-	rec := &kgo.Record{Topic: pt.b.names.Results, Partition: -1, Key: []byte(res.CommandID), Value: v}
+	rec := pt.out.record()
+	rec.Topic, rec.Partition, rec.Value = pt.b.names.Results, -1, pt.out.done(v)
+	rec.Key = pt.out.appendString(res.CommandID)
 	if traceParent != "" {
 		rec.Headers = []kgo.RecordHeader{{Key: HeaderTraceParent, Value: []byte(traceParent)}}
 	}

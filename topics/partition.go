@@ -10,7 +10,22 @@ import (
 // and the version as 20 zero-padded digits. It is unique per event, so
 // compaction never removes history, and it sorts in version order.
 func EventKey(aggregateID string, version int64) []byte {
-	return fmt.Appendf(make([]byte, 0, len(aggregateID)+21), "%s@%020d", aggregateID, version)
+	return AppendEventKey(make([]byte, 0, len(aggregateID)+21), aggregateID, version)
+}
+
+// AppendEventKey appends EventKey(aggregateID, version) to b.
+func AppendEventKey(b []byte, aggregateID string, version int64) []byte {
+	if version < 0 {
+		return fmt.Appendf(b, "%s@%020d", aggregateID, version) // never written; kept exact
+	}
+	b = append(b, aggregateID...)
+	b = append(b, '@')
+	var digits [20]byte
+	for i := len(digits) - 1; i >= 0; i-- {
+		digits[i] = byte('0' + version%10)
+		version /= 10
+	}
+	return append(b, digits[:]...)
 }
 
 // Partitioner places records: records whose Partition is set explicitly
@@ -47,6 +62,46 @@ func NewOwner() Owner { return Owner{tp: kgo.StickyKeyPartitioner(nil).ForTopic(
 
 // Of returns the owner partition of key among n partitions.
 func (o Owner) Of(key []byte, n int32) int32 {
+	if len(key) > 0 {
+		// What the partitioner computes for a keyed record (kgo.KafkaHasher
+		// of murmur2), without building one.
+		return int32(int(murmur2(key)&0x7fffffff) % int(n))
+	}
 	r := kgo.Record{Key: key}
 	return int32(o.tp.Partition(&r, int(n)))
+}
+
+// murmur2 is Kafka's murmur2 hash, as franz-go and the Java client compute
+// it.
+func murmur2(b []byte) uint32 {
+	const (
+		seed uint32 = 0x9747b28c
+		m    uint32 = 0x5bd1e995
+		r           = 24
+	)
+	h := seed ^ uint32(len(b))
+	for len(b) >= 4 {
+		k := uint32(b[3])<<24 + uint32(b[2])<<16 + uint32(b[1])<<8 + uint32(b[0])
+		b = b[4:]
+		k *= m
+		k ^= k >> r
+		k *= m
+		h *= m
+		h ^= k
+	}
+	switch len(b) {
+	case 3:
+		h ^= uint32(b[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(b[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(b[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return h
 }

@@ -1,0 +1,162 @@
+package aggregates
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+type planName string
+
+// planFlat has every kind a decoding plan handles.
+type planFlat struct {
+	S   string   `json:"s"`
+	N   planName `json:"n,omitempty"`
+	I   int      `json:"i"`
+	I8  int8     `json:"i8,omitempty"`
+	I16 int16    `json:"i16"`
+	I32 int32    `json:"i32"`
+	I64 int64    `json:"i64"`
+	U   uint     `json:"u"`
+	U8  uint8    `json:"u8"`
+	U16 uint16   `json:"u16"`
+	U32 uint32   `json:"u32,omitempty"`
+	U64 uint64   `json:"u64"`
+	B   bool     `json:"b,omitempty"`
+	Raw string   // no tag: the field name
+	Not string   `json:"-"`
+	low string
+}
+
+type planLine struct {
+	P int64 `json:"p"`
+	Q int64 `json:"q,omitempty"`
+}
+
+// planNested has what only encoding plans handle.
+type planNested struct {
+	Name  string     `json:"name"`
+	Lines []planLine `json:"lines,omitempty"`
+	Tags  []string   `json:"tags"`
+	Inner planFlat   `json:"inner"`
+	Empty []bool     `json:"empty,omitempty"`
+}
+
+// planRefused are types no plan handles.
+type (
+	planTime  struct{ T time.Time }
+	planFloat struct{ F float64 }
+	planMap   struct{ M map[string]int }
+	planPtr   struct{ P *int }
+	planEmbed struct{ planLine }
+	planOpt   struct {
+		N int `json:"n,string"`
+	}
+	planBytes struct{ B []byte }
+	planSelf  struct{ Kids []planSelf }
+	planText  struct{ S textual }
+)
+
+type textual string
+
+func (t textual) MarshalText() ([]byte, error) { return []byte("x" + t), nil }
+
+func TestPlansCoverPlainTypesAndRefuseTheRest(t *testing.T) {
+	for _, typ := range []reflect.Type{reflect.TypeFor[planFlat](), reflect.TypeFor[planNested](), reflect.TypeFor[[]planLine]()} {
+		if planFor(typ) == nil {
+			t.Errorf("%v: no plan", typ)
+		}
+	}
+	if p := planFor(reflect.TypeFor[planFlat]()); !p.decodable {
+		t.Error("planFlat does not decode by plan")
+	}
+	if p := planFor(reflect.TypeFor[planNested]()); p.decodable {
+		t.Error("planNested decodes by plan")
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[planTime](), reflect.TypeFor[planFloat](), reflect.TypeFor[planMap](), reflect.TypeFor[planPtr](),
+		reflect.TypeFor[planEmbed](), reflect.TypeFor[planOpt](), reflect.TypeFor[planBytes](), reflect.TypeFor[planSelf](), reflect.TypeFor[planText]()} {
+		if planFor(typ) != nil {
+			t.Errorf("%v has a plan", typ)
+		}
+	}
+}
+
+// decodeReference is what Handle's decoder does without a plan.
+func decodeReference[C any](raw []byte) (C, error) {
+	var c C
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, err
+	}
+	if dec.More() {
+		return c, errors.New("trailing data after the JSON object")
+	}
+	return c, nil
+}
+
+func FuzzPlanDecode(f *testing.F) {
+	f.Add([]byte(`{"s":"a","n":"b","i":-1,"i8":-128,"i16":32767,"i32":1,"i64":-9223372036854775808,"u":1,"u8":255,"u16":65535,"u32":4294967295,"u64":9223372036854775807,"b":true,"Raw":"r"}`))
+	f.Add([]byte(` { "s" : "ü" , "b" : false } `))
+	f.Add([]byte(`{"i8":128}`))
+	f.Add([]byte(`{"u8":-1}`))
+	f.Add([]byte(`{"S":"case"}`))
+	f.Add([]byte(`{"s":"a","s":"b"}`))
+	f.Add([]byte(`{"s":null}`))
+	f.Add([]byte(`{"s":"a\"b"}`))
+	f.Add([]byte(`{"i":1.0}`))
+	f.Add([]byte(`{"i":01}`))
+	f.Add([]byte(`{"x":1}`))
+	f.Add([]byte(`{"Not":"x"}`))
+	f.Add([]byte(`{"low":"x"}`))
+	f.Add([]byte(`{}{}`))
+	f.Add([]byte(`{"b":truex}`))
+	f.Add([]byte(`{"s":"\xff"}`))
+	p := planFor(reflect.TypeFor[planFlat]())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast planFlat
+		if !p.decode(b, unsafe.Pointer(&fast)) {
+			return
+		}
+		slow, err := decodeReference[planFlat](b)
+		if err != nil {
+			t.Fatalf("plan accepted what encoding/json refuses (%v):\n%q", err, b)
+		}
+		if fast != slow {
+			t.Fatalf("plan read\n%+v\nencoding/json read\n%+v\nfrom %q", fast, slow, b)
+		}
+	})
+}
+
+func FuzzPlanEncode(f *testing.F) {
+	f.Add("a", "b<>&\u2028", int64(-1), uint64(1), true, 3)
+	f.Add("", "", int64(math.MinInt64), uint64(math.MaxUint64), false, 0)
+	f.Add("\xff\x01", "ü", int64(math.MaxInt64), uint64(0), false, -1)
+	p := planFor(reflect.TypeFor[planNested]())
+	f.Fuzz(func(t *testing.T, s1, s2 string, i int64, u uint64, b bool, n int) {
+		v := planNested{Name: s1, Inner: planFlat{S: s2, N: planName(s1), I: int(i), I8: int8(i), I16: int16(i), I32: int32(i), I64: i,
+			U: uint(u), U8: uint8(u), U16: uint16(u), U32: uint32(u), U64: u, B: b, Raw: s2, Not: s1, low: s1}}
+		switch {
+		case n > 0:
+			for k := range min(n, 5) {
+				v.Lines = append(v.Lines, planLine{P: i + int64(k), Q: int64(k)})
+				v.Tags = append(v.Tags, s2)
+			}
+			v.Empty = []bool{}
+		case n < 0:
+			v.Tags = []string{}
+		}
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.encode(nil, unsafe.Pointer(&v)); !bytes.Equal(got, want) {
+			t.Fatalf("plan wrote\n%s\njson.Marshal wrote\n%s", got, want)
+		}
+	})
+}
