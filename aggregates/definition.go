@@ -30,7 +30,7 @@ type Definition[S any] struct {
 	invariant   func(*S) error
 	window      int
 	stateSchema int
-	clone       func(S) (S, error)
+	clone       func(*S) (S, error)
 	statePlan   *plan // nil: the state goes through encoding/json
 }
 
@@ -186,16 +186,18 @@ func Handle[S, C any](name string, handle func(S, C) ([]any, error)) Option[S] {
 				if fast != nil && fast.decode(raw, unsafe.Pointer(&c)) {
 					return c, nil
 				}
-				c = *new(C) // the plan may have written part of it
+				// A variable of its own (the plan may have written part of
+				// c), so that c stays on the stack.
+				var slow C
 				dec := json.NewDecoder(bytes.NewReader(raw))
 				dec.DisallowUnknownFields()
-				if err := dec.Decode(&c); err != nil {
+				if err := dec.Decode(&slow); err != nil {
 					return nil, err
 				}
 				if dec.More() {
 					return nil, errors.New("trailing data after the JSON object")
 				}
-				return c, nil
+				return slow, nil
 			},
 			handle: func(s S, c any) ([]any, error) { return handle(s, c.(C)) },
 		}
@@ -249,7 +251,7 @@ func StateSchema[S any](v int) Option[S] {
 // JSON, which is always correct but slower.
 func Clone[S any](fn func(S) S) Option[S] {
 	return func(d *Definition[S]) error {
-		d.clone = func(s S) (S, error) { return fn(s), nil }
+		d.clone = func(s *S) (S, error) { return fn(*s), nil }
 		return nil
 	}
 }
@@ -286,7 +288,9 @@ func Define[S any](name string, opts ...Option[S]) (*Definition[S], error) {
 	if d.clone == nil {
 		var zero S
 		if _, ok := any(&zero).(interface{ Clone() S }); ok {
-			d.clone = func(s S) (S, error) { return any(&s).(interface{ Clone() S }).Clone(), nil }
+			// Called on the aggregate's own state: boxing the pointer
+			// allocates nothing.
+			d.clone = func(s *S) (S, error) { return any(s).(interface{ Clone() S }).Clone(), nil }
 		} else {
 			d.clone = jsonClone[S]
 		}
@@ -304,9 +308,9 @@ func MustDefine[S any](name string, opts ...Option[S]) *Definition[S] {
 	return d
 }
 
-func jsonClone[S any](s S) (S, error) {
+func jsonClone[S any](s *S) (S, error) {
 	var out S
-	b, err := json.Marshal(s)
+	b, err := json.Marshal(*s)
 	if err != nil {
 		return out, fmt.Errorf("copying state through JSON: %w", err)
 	}

@@ -434,16 +434,18 @@ const (
 // ResultFor classifies the outcome of Root.Execute into a Result: the
 // accepted events, or the error's status, code and reason.
 func ResultFor(cmd *Command, aggregateType string, version int64, events []Event, err error) Result {
-	id := cmd.ID.String()
+	var id string
+	if len(events) > 0 && sameULID(events[0].CausationID, cmd.ID) {
+		id = events[0].CausationID // rendered once, by Execute
+	} else {
+		id = cmd.ID.String()
+	}
 	r := Result{CommandID: id, CommandType: cmd.Type, AggregateType: aggregateType,
 		AggregateID: cmd.AggregateID, Version: version, CorrelationID: cmd.Metadata.CorrelationID}
 	if r.CorrelationID == "" {
 		r.CorrelationID = id // Correlation(), without a second String
 	}
-	var rej *Rejection
-	var inv *InvariantError
-	switch {
-	case err == nil:
+	if err == nil {
 		r.Status = StatusAccepted
 		if len(events) > 0 {
 			r.EventIDs = make([]string, len(events))
@@ -452,6 +454,27 @@ func ResultFor(cmd *Command, aggregateType string, version int64, events []Event
 			}
 			r.Version = events[len(events)-1].Version
 		}
+		return r
+	}
+	classify(&r, err)
+	return r
+}
+
+// sameULID reports whether s is id's string, without rendering one.
+func sameULID(s string, id ulid.ULID) bool {
+	if len(s) != ulid.EncodedSize {
+		return false
+	}
+	var text [ulid.EncodedSize]byte
+	_ = id.MarshalTextTo(text[:]) // cannot fail: the buffer has the right size
+	return string(text[:]) == s
+}
+
+// classify sets the status, code and reason of a failed command's result.
+func classify(r *Result, err error) {
+	var rej *Rejection
+	var inv *InvariantError
+	switch {
 	case errors.Is(err, ErrDuplicateCommand):
 		r.Status = StatusDuplicate
 	case errors.As(err, &rej):
@@ -471,7 +494,6 @@ func ResultFor(cmd *Command, aggregateType string, version int64, events []Event
 	default:
 		r.Status, r.Code, r.Reason = StatusInvalid, CodeMalformed, err.Error()
 	}
-	return r
 }
 
 // truncate shortens s for an error message, cutting at a rune boundary.

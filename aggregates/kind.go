@@ -1,7 +1,9 @@
 package aggregates
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"time"
@@ -129,11 +131,18 @@ func (r *Registry) DecodeEvent(b []byte) (Event, error) {
 	return k.DecodeEvent(b)
 }
 
+// newULID returns a ULID of t's millisecond and 80 random bits from
+// math/rand/v2's per-thread generator: unlike ulid.DefaultEntropy it takes
+// no lock shared by every partition worker, and the id does not escape
+// through an io.Reader. ULIDs of one millisecond are not ordered among
+// themselves; nothing relies on that.
 func newULID(t time.Time) (ulid.ULID, error) {
-	id, err := ulid.New(ulid.Timestamp(t), ulid.DefaultEntropy())
-	if err != nil {
+	var id ulid.ULID
+	if err := id.SetTime(ulid.Timestamp(t)); err != nil {
 		return id, fmt.Errorf("generating ULID: %w", err)
 	}
+	binary.BigEndian.PutUint16(id[6:8], uint16(rand.Uint32()))
+	binary.BigEndian.PutUint64(id[8:], rand.Uint64())
 	return id, nil
 }
 

@@ -115,7 +115,11 @@ func (r *Root[S]) execute(cmd *Command, now time.Time, buf *[]byte) (Decision, e
 	r.state = next
 	r.version += int64(len(events))
 	r.recent.add(cmd.ID)
-	r.changes = append(r.changes, events...)
+	if len(r.changes) == 0 {
+		r.changes = events[:len(events):len(events)] // no copy: the events are the aggregate's
+	} else {
+		r.changes = append(r.changes, events...)
+	}
 	return d, nil
 }
 
@@ -145,7 +149,7 @@ func (r *Root[S]) decideEvents(cmd *Command, now time.Time) ([]Event, S, error) 
 	if err != nil || len(payloads) == 0 {
 		return nil, next, err
 	}
-	next, err = r.def.clone(r.state)
+	next, err = r.def.clone(&r.state)
 	if err != nil {
 		return nil, next, err
 	}
@@ -316,7 +320,7 @@ func (r *Root[S]) appendState(b []byte, version int64, s *S) ([]byte, error) {
 	if p := r.def.statePlan; p != nil {
 		b = p.encode(b, unsafe.Pointer(s))
 	} else {
-		data, err := json.Marshal(s)
+		data, err := json.Marshal(*s) // a copy escapes, not s
 		if err != nil {
 			return nil, err
 		}

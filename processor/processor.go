@@ -91,6 +91,8 @@ type Processor struct {
 	ready     chan struct{} // closed once the topics exist and the group is joined
 	readyOnce sync.Once
 	running   atomic.Bool // a session runs (for Status)
+
+	promiseFn func(*kgo.Record, error) // p.promise, bound once: a method value allocates
 }
 
 type topicPartition struct {
@@ -109,6 +111,7 @@ func New(cfg Config) (*Processor, error) {
 		parts: map[topicPartition]*partition{}, crash: make(chan struct{}), ready: make(chan struct{}),
 		topicCheckEvery: topicCheckEvery,
 	}
+	p.promiseFn = p.promise
 	for _, b := range cfg.Aggregates {
 		names := topics.For(b.Prefix)
 		bd := &binding{kind: b.Kind, names: names}
@@ -657,7 +660,7 @@ func ptr[T any](v T) *T { return &v }
 // produce sends one record in the open transaction; a failure aborts the
 // transaction when it ends.
 func (p *Processor) produce(sess *kgo.GroupTransactSession, r *kgo.Record) {
-	sess.Produce(context.Background(), r, p.promise)
+	sess.Produce(context.Background(), r, p.promiseFn)
 }
 
 func (p *Processor) promise(r *kgo.Record, err error) {
