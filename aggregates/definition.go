@@ -32,6 +32,9 @@ type Definition[S any] struct {
 	stateSchema int
 	clone       func(*S) (S, error)
 	statePlan   *plan // nil: the state goes through encoding/json
+	// interned are the strings of every event of the type: its name,
+	// source and event types, each kept once.
+	interned map[string]string
 }
 
 type eventDef[S any] struct {
@@ -126,6 +129,7 @@ func When[S, E any](name string, apply func(*S, E), opts ...EventOption) Option[
 		if _, dup := d.eventsByGo[t]; dup {
 			return fmt.Errorf("event %q: Go type %v already registered under another name", name, t)
 		}
+		fast := planFor(t)
 		ed := &eventDef[S]{
 			name: wire, schema: cfg.schema, goType: t, upcasters: cfg.upcasters,
 			decode: func(raw json.RawMessage) (any, error) {
@@ -133,14 +137,20 @@ func When[S, E any](name string, apply func(*S, E), opts ...EventOption) Option[
 				if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 					return e, nil
 				}
-				if err := json.Unmarshal(raw, &e); err != nil {
+				// The plan refuses unknown fields, which json.Unmarshal
+				// ignores: such a payload takes json.Unmarshal.
+				if fast != nil && fast.decode(raw, unsafe.Pointer(&e)) {
+					return e, nil
+				}
+				var slow E // a variable of its own, so that e stays on the stack
+				if err := json.Unmarshal(raw, &slow); err != nil {
 					return nil, err
 				}
-				return e, nil
+				return slow, nil
 			},
 			apply: func(s *S, e any) { apply(s, e.(E)) },
 		}
-		if p := planFor(t); p != nil {
+		if p := fast; p != nil {
 			ed.encode = func(b []byte, payload any) ([]byte, bool) {
 				e, ok := payload.(E)
 				if !ok {
@@ -285,6 +295,10 @@ func Define[S any](name string, opts ...Option[S]) (*Definition[S], error) {
 		return nil, fmt.Errorf("%w %q: %w", ErrDefinition, name, errors.Join(problems...))
 	}
 	d.statePlan = planFor(reflect.TypeFor[S]())
+	d.interned = map[string]string{d.name: d.name, d.source: d.source}
+	for name := range d.events {
+		d.interned[name] = name
+	}
 	if d.clone == nil {
 		var zero S
 		if _, ok := any(&zero).(interface{ Clone() S }); ok {
@@ -418,7 +432,7 @@ func (d *Definition[S]) DecodeCommandData(cmd *Command) (any, error) {
 // its payload to the current schema version. Errors match ErrMalformed,
 // ErrUnknownEventType or ErrSchemaVersion.
 func (d *Definition[S]) DecodeEvent(b []byte) (Event, error) {
-	e, raw, err := decodeEventEnvelope(b)
+	e, raw, err := decodeEventEnvelope(b, d.interned)
 	if err != nil {
 		return e, err
 	}

@@ -78,8 +78,8 @@ func envelopeField(key []byte) int {
 // readEnvelope fills w from b as json.Unmarshal would, and reports whether
 // it could. On false, w is partly filled and must be discarded. w.Data
 // aliases b.
-func readEnvelope(b []byte, w *eventWire, version *int64) bool {
-	r := reader{b: b}
+func readEnvelope(b []byte, w *eventWire, version *int64, intern map[string]string) bool {
+	r := reader{b: b, intern: intern}
 	r.space()
 	if !r.eat('{') {
 		return false
@@ -119,8 +119,9 @@ func readEnvelope(b []byte, w *eventWire, version *int64) bool {
 }
 
 type reader struct {
-	b []byte
-	i int
+	b      []byte
+	i      int
+	intern map[string]string // common strings, kept once (may be nil)
 }
 
 func (r *reader) space() {
@@ -213,6 +214,8 @@ func (r *reader) str(dst *string, known string) bool {
 	}
 	if string(s) == known {
 		*dst = known // the usual value: no allocation
+	} else if v, ok := r.intern[string(s)]; ok {
+		*dst = v
 	} else {
 		*dst = string(s)
 	}
@@ -224,7 +227,12 @@ func (r *reader) value(f int, w *eventWire, version *int64) bool {
 	case fSpecVersion:
 		return r.str(&w.SpecVersion, SpecVersion)
 	case fID:
-		return r.str(&w.ID, "")
+		if r.literal("null") {
+			return true
+		}
+		s, ok := r.plainString()
+		w.idText = s
+		return ok
 	case fType:
 		return r.str(&w.Type, "")
 	case fSource:
@@ -238,7 +246,7 @@ func (r *reader) value(f int, w *eventWire, version *int64) bool {
 	case fCausationID:
 		return r.str(&w.CausationID, "")
 	case fCorrelationID:
-		return r.str(&w.CorrelationID, "")
+		return r.str(&w.CorrelationID, w.CausationID) // usually the same
 	case fActor:
 		return r.str(&w.Actor, "")
 	case fTraceParent:
@@ -355,8 +363,8 @@ func (r *reader) skip(depth int) bool {
 
 // decodeWire reads the envelope into w, fast when it can. version is where
 // the fast reader keeps the aggregate version w.Version points to.
-func decodeWire(b []byte, w *eventWire, version *int64) error {
-	if readEnvelope(b, w, version) {
+func decodeWire(b []byte, w *eventWire, version *int64, intern map[string]string) error {
+	if readEnvelope(b, w, version, intern) {
 		return nil
 	}
 	var slow eventWire // a variable of its own, so that w stays on the stack

@@ -22,7 +22,7 @@ func FuzzEnvelopeReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast eventWire
 		var version int64
-		if !readEnvelope(b, &fast, &version) {
+		if !readEnvelope(b, &fast, &version, map[string]string{"order.LineAdded": "order.LineAdded"}) {
 			return
 		}
 		var slow eventWire
@@ -36,6 +36,10 @@ func FuzzEnvelopeReader(f *testing.F) {
 }
 
 func sameWire(a, b eventWire) bool {
+	// The fast reader leaves the id as text.
+	if a.idText != nil {
+		a.ID, a.idText = string(a.idText), nil
+	}
 	if !a.Time.Equal(b.Time) || a.Time.Location().String() != b.Time.Location().String() {
 		return false
 	}
@@ -61,7 +65,7 @@ func TestEncodedEventsTakeTheFastReader(t *testing.T) {
 		}
 		var w, slow eventWire
 		var version int64
-		if !readEnvelope(b, &w, &version) {
+		if !readEnvelope(b, &w, &version, nil) {
 			t.Fatalf("fast reader gave up on %s", b)
 		}
 		if err := json.Unmarshal(b, &slow); err != nil || !sameWire(w, slow) {

@@ -119,7 +119,7 @@ func (r *Registry) Names() []string { return keys(r.kinds) }
 // DecodeEvent decodes an event of any registered aggregate type, chosen by
 // the prefix of its type name.
 func (r *Registry) DecodeEvent(b []byte) (Event, error) {
-	e, _, err := decodeEventEnvelope(b)
+	e, _, err := decodeEventEnvelope(b, nil)
 	if err != nil {
 		return e, err
 	}
