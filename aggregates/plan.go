@@ -22,7 +22,7 @@ import (
 //   - encoding: a type (or a field's type) with MarshalJSON or MarshalText,
 //     maps, pointers, interfaces, floats, arrays, embedded fields and the
 //     ",string" option make the whole type go through encoding/json.
-//   - decoding (which also refuses unknown fields): only flat structs of
+//   - decoding (which also refuses unknown fields): structs and slices of
 //     strings, integers and booleans are planned, and any key that is not
 //     exactly a field's name, a repeated key, null, a string with escapes,
 //     a number that is not a plain integer in range, or anything after the
@@ -37,6 +37,8 @@ type plan struct {
 	size   uintptr
 	fields []planField // structs
 	elem   *plan       // slices
+	// elemType is the slice type itself, for growing it.
+	elemType reflect.Type
 	// decodable: a flat struct whose fields decode without encoding/json.
 	decodable bool
 }
@@ -71,12 +73,14 @@ func compile(t reflect.Type, depth int) *plan {
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return p
 	case reflect.Slice:
+		p.elemType = t
 		if t.Elem().Kind() == reflect.Uint8 {
 			return nil // base64
 		}
 		if p.elem = compile(t.Elem(), depth+1); p.elem == nil {
 			return nil
 		}
+		p.decodable = p.elem.kind != reflect.Struct && p.elem.kind != reflect.Slice || p.elem.decodable
 		return p
 	case reflect.Struct:
 		p.decodable = !t.Implements(jsonUnmarshaler) && !reflect.PointerTo(t).Implements(jsonUnmarshaler) &&
@@ -116,7 +120,7 @@ func compile(t reflect.Type, depth int) *plan {
 			if fp == nil {
 				return nil
 			}
-			if fp.kind == reflect.Slice || fp.kind == reflect.Struct {
+			if (fp.kind == reflect.Slice || fp.kind == reflect.Struct) && !fp.decodable {
 				p.decodable = false
 			}
 			p.fields = append(p.fields, planField{name: name, prefix: `"` + name + `":`, offset: f.Offset, omitEmpty: omit, p: fp})
@@ -236,23 +240,37 @@ func (p *plan) uint(v unsafe.Pointer) uint64 {
 // decode reads b, a JSON object, into the zero struct at v as a
 // json.Decoder with DisallowUnknownFields followed by a check for trailing
 // data would, and reports whether it could; on false, v is partly written
-// and the caller decodes a fresh value with encoding/json.
+// and the caller decodes a fresh value with encoding/json. Where it
+// succeeds, json.Unmarshal (which ignores unknown fields) reads b the same
+// way, since b has none.
 func (p *plan) decode(b []byte, v unsafe.Pointer) bool {
-	if !p.decodable {
+	if !p.decodable || p.kind != reflect.Struct {
 		return false
 	}
 	r := reader{b: b}
 	r.space()
-	if !r.eat('{') {
+	return p.decodeValue(&r, v, 0) && r.end()
+}
+
+// decodeValue reads one value into the zero value at v.
+func (p *plan) decodeValue(r *reader, v unsafe.Pointer, depth int) bool {
+	switch p.kind {
+	case reflect.Struct:
+		return p.decodeObject(r, v, depth)
+	case reflect.Slice:
+		return p.decodeArray(r, v, depth)
+	}
+	return p.decodeScalar(r, v)
+}
+
+func (p *plan) decodeObject(r *reader, v unsafe.Pointer, depth int) bool {
+	if depth > 100 || len(p.fields) > 64 || !r.eat('{') {
 		return false
 	}
 	var seen uint64
-	if len(p.fields) > 64 {
-		return false
-	}
 	r.space()
 	if r.eat('}') {
-		return r.end()
+		return true
 	}
 	for {
 		r.space()
@@ -271,12 +289,46 @@ func (p *plan) decode(b []byte, v unsafe.Pointer) bool {
 		}
 		r.space()
 		f := &p.fields[i]
-		if !f.p.decodeScalar(&r, unsafe.Add(v, f.offset)) {
+		if !f.p.decodeValue(r, unsafe.Add(v, f.offset), depth+1) {
 			return false
 		}
 		r.space()
 		if r.eat('}') {
-			return r.end()
+			return true
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+}
+
+// decodeArray reads an array into the nil slice at v; [] makes an empty
+// slice, as encoding/json does.
+func (p *plan) decodeArray(r *reader, v unsafe.Pointer, depth int) bool {
+	if depth > 100 || !r.eat('[') {
+		return false
+	}
+	h := (*sliceHeader)(v)
+	r.space()
+	if r.eat(']') {
+		reflect.NewAt(p.elemType, v).Elem().Set(reflect.MakeSlice(p.elemType, 0, 0))
+		return true
+	}
+	t := p.elemType
+	for {
+		if h.len == h.cap {
+			grown := reflect.MakeSlice(t, h.len, max(4, 2*h.cap))
+			reflect.Copy(grown, reflect.NewAt(t, v).Elem())
+			reflect.NewAt(t, v).Elem().Set(grown)
+		}
+		r.space()
+		if !p.elem.decodeValue(r, unsafe.Add(h.data, uintptr(h.len)*p.elem.size), depth+1) {
+			return false
+		}
+		h.len++
+		r.space()
+		if r.eat(']') {
+			return true
 		}
 		if !r.eat(',') {
 			return false

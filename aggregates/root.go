@@ -259,19 +259,49 @@ type snapshotWire[S any] struct {
 // MarshalSnapshot encodes the aggregate's id, version, state and recent
 // command ids: everything needed to resume it without its events.
 func (r *Root[S]) MarshalSnapshot() ([]byte, error) {
-	b, err := json.Marshal(snapshotWire[S]{ID: r.id, Version: r.version, State: r.state, Recent: r.recent.ordered()})
-	if err != nil {
-		return nil, fmt.Errorf("encoding snapshot of %q: %w", r.id, err)
+	p := r.def.statePlan
+	if p == nil {
+		b, err := json.Marshal(snapshotWire[S]{ID: r.id, Version: r.version, State: r.state, Recent: r.recent.ordered()})
+		if err != nil {
+			return nil, fmt.Errorf("encoding snapshot of %q: %w", r.id, err)
+		}
+		return b, nil
 	}
-	return b, nil
+	// What json.Marshal of the snapshotWire writes, by hand and by plan.
+	recent := r.recent.ordered()
+	b := make([]byte, 0, 128+len(r.id)+len(recent)*(ulid.EncodedSize+3))
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, r.id)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, r.version, 10)
+	b = append(b, `,"state":`...)
+	b = p.encode(b, unsafe.Pointer(&r.state))
+	if len(recent) > 0 {
+		b = append(b, `,"recent":[`...)
+		for i, id := range recent {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var text [ulid.EncodedSize]byte
+			_ = id.MarshalTextTo(text[:]) // cannot fail: the buffer has the right size
+			b = append(b, '"')
+			b = append(b, text[:]...)
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}'), nil
 }
 
 // UnmarshalSnapshot restores the aggregate from MarshalSnapshot's output. The
 // snapshot must be of this aggregate. On error the aggregate is unchanged.
 func (r *Root[S]) UnmarshalSnapshot(b []byte) error {
 	var w snapshotWire[S]
-	if err := json.Unmarshal(b, &w); err != nil {
-		return &DecodeError{What: "snapshot", Type: r.def.name, Err: err}
+	if !readSnapshot(b, &w.ID, &w.Version, unsafe.Pointer(&w.State), r.def.statePlan, &w.Recent) {
+		w = snapshotWire[S]{}
+		if err := json.Unmarshal(b, &w); err != nil {
+			return &DecodeError{What: "snapshot", Type: r.def.name, Err: err}
+		}
 	}
 	if w.ID != r.id {
 		return fmt.Errorf("%w: snapshot of %q given to %q", ErrWrongAggregate, truncate(w.ID), r.id)
