@@ -204,6 +204,24 @@ func (r *reader) integer() (int64, bool) {
 	return v, err == nil
 }
 
+// common reads a string attribute that usually is one of r.intern, kept
+// once.
+func (r *reader) common(dst *string) bool {
+	if r.literal("null") {
+		return true
+	}
+	s, ok := r.plainString()
+	if !ok {
+		return false
+	}
+	if v, ok := r.intern[string(s)]; ok {
+		*dst = v
+	} else {
+		*dst = string(s)
+	}
+	return true
+}
+
 // str reads a string attribute. null leaves it unchanged, as encoding/json
 // does.
 func (r *reader) str(dst *string, known string) bool {
@@ -216,8 +234,6 @@ func (r *reader) str(dst *string, known string) bool {
 	}
 	if string(s) == known {
 		*dst = known // the usual value: no allocation
-	} else if v, ok := r.intern[string(s)]; ok {
-		*dst = v
 	} else {
 		*dst = string(s)
 	}
@@ -236,15 +252,15 @@ func (r *reader) value(f int, w *eventWire, version *int64) bool {
 		w.idText = s
 		return ok
 	case fType:
-		return r.str(&w.Type, "")
+		return r.common(&w.Type)
 	case fSource:
-		return r.str(&w.Source, "")
+		return r.common(&w.Source)
 	case fSubject:
 		return r.str(&w.Subject, "")
 	case fDataContentType:
 		return r.str(&w.DataContentType, "application/json")
 	case fAggregateType:
-		return r.str(&w.AggregateType, "")
+		return r.common(&w.AggregateType)
 	case fCausationID:
 		return r.str(&w.CausationID, "")
 	case fCorrelationID:
