@@ -123,8 +123,12 @@ func countHandlers() []projection.Handler[pgx.Tx] {
 		return err
 	}
 	return []projection.Handler[pgx.Tx]{
-		projection.On(func(ctx context.Context, tx pgx.Tx, e aggregates.Event, _ order.OrderCreated) error { return bump(ctx, tx, e) }),
-		projection.On(func(ctx context.Context, tx pgx.Tx, e aggregates.Event, _ order.LineAdded) error { return bump(ctx, tx, e) }),
+		projection.On(func(ctx context.Context, tx pgx.Tx, e aggregates.Event, _ order.OrderCreated) error {
+			return bump(ctx, tx, e)
+		}),
+		projection.On(func(ctx context.Context, tx pgx.Tx, e aggregates.Event, _ order.LineAdded) error {
+			return bump(ctx, tx, e)
+		}),
 	}
 }
 
