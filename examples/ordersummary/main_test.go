@@ -48,12 +48,12 @@ func TestMain(m *testing.M) {
 
 // summary is one row of the read model, or what a replay says it must be.
 type summary struct {
-	Status    string
-	Lines     int
-	Total     int64
-	Version   int64
-	Events    int64
-	UserID    string
+	Status  string
+	Lines   int
+	Total   int64
+	Version int64
+	Events  int64
+	UserID  string
 }
 
 // world is a kfake cluster with the orders topics, a PostgreSQL server, and
