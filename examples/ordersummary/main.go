@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(ctx, Schema); err != nil {
+	if err := postgres.CreateTables(ctx, pool, Schema); err != nil {
 		return fmt.Errorf("creating the read model's tables: %w", err)
 	}
 	store, err := postgres.NewStore(ctx, pool)

@@ -52,10 +52,25 @@ func NewStore(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("postgres.NewStore: nil pool: open one with pgxpool.New")
 	}
-	if _, err := pool.Exec(ctx, schema); err != nil {
+	if err := CreateTables(ctx, pool, schema); err != nil {
 		return nil, fmt.Errorf("creating table %s: %w", Table, err)
 	}
 	return &Store{pool: pool}, nil
+}
+
+// CreateTables runs ddl (CREATE TABLE IF NOT EXISTS statements, say) under a
+// transaction-scoped advisory lock, so that instances starting at once do
+// not race: two concurrent CREATE TABLE IF NOT EXISTS of one table can fail
+// in PostgreSQL with a unique violation. A projection's own read-model
+// tables can be created with it too.
+func CreateTables(ctx context.Context, pool *pgxpool.Pool, ddl string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('`+Table+`'))`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, ddl)
+		return err
+	})
 }
 
 // Positions returns the positions stored for the projection name.
