@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string) error {
 	rebuild := fs.Bool("rebuild", false, "empty the read model and its positions first, then replay every event")
 	skip := fs.Bool("skip-undecodable", false, "pass over events this build cannot decode (with a warning each) instead of stopping")
 	batch := fs.Int("batch", 500, "most events applied in one transaction")
-	session := fs.Duration("session-timeout", 45*time.Second, "how soon the consumer group gives a dead instance's partitions to the others")
+	session := fs.Duration("session-timeout", 45*time.Second, "how soon the consumer group gives a dead instance's partitions to the others (it also bounds a rebalance)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string) error {
 	p, err := projection.New(projection.Config[pgx.Tx]{
 		Name: *name,
 		Kafka: client.Kafka{Brokers: strings.Split(*brokers, ","), Options: []kgo.Opt{
-			kgo.SessionTimeout(*session), kgo.HeartbeatInterval(min(3*time.Second, *session/10)),
+			kgo.SessionTimeout(*session), kgo.RebalanceTimeout(*session), kgo.HeartbeatInterval(min(3*time.Second, *session/10)),
 		}},
 		Prefixes:        []string{*prefix},
 		Decoder:         order.Definition(),
