@@ -107,6 +107,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock stamping events; nil uses time.Now.
 	Now func() time.Time
+	// realClock: Now is time.Now, so a command's stamp can be the time
+	// read when its handling began (time.Now is not free).
+	realClock bool
 }
 
 func (c *Config) setDefaults() {
@@ -163,7 +166,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now, c.realClock = time.Now, true
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}

@@ -97,7 +97,11 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		return
 	}
 	a := ent.agg
-	d, err := execute(a, &cmd, p.cfg.Now, &pt.out)
+	stamp := began // events and result share one stamp
+	if !p.cfg.realClock {
+		stamp = p.cfg.Now()
+	}
+	d, err := execute(a, &cmd, stamp, &pt.out)
 	a.ClearChanges()
 	events := d.Events
 	res := aggregates.ResultFor(&cmd, pt.b.kind.Name(), a.Version(), events, err)
@@ -136,8 +140,10 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 			span.SetAttributes(attribute.String("chronicle.code", res.Code))
 		}
 	}
+	res.Time = stamp
 	pt.result(p, sess, &res, traceParent)
-	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(res.Status), time.Since(began), time.Since(r.Timestamp))
+	end := time.Now()
+	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(res.Status), end.Sub(began), end.Sub(r.Timestamp))
 }
 
 // ownedIDs returns the distinct record keys of recs that this partition
@@ -161,13 +167,13 @@ func (pt *partition) ownedIDs(p *Processor, recs []*kgo.Record) []string {
 // execute runs the command, turning a panic anywhere in it into an error.
 // The events and the new state are encoded before the aggregate changes,
 // so a command whose data cannot be encoded is rejected alone.
-func execute(a aggregates.Aggregate, cmd *aggregates.Command, now func() time.Time, out *arena) (d aggregates.Decision, err error) {
+func execute(a aggregates.Aggregate, cmd *aggregates.Command, now time.Time, out *arena) (d aggregates.Decision, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			d, err = aggregates.Decision{}, &aggregates.PanicError{Where: "executing " + cmd.Type, Value: v}
 		}
 	}()
-	d, buf, err := a.ExecuteAppend(cmd, now(), out.start())
+	d, buf, err := a.ExecuteAppend(cmd, now, out.start())
 	if err == nil {
 		out.buf = buf
 	}
