@@ -165,19 +165,22 @@ func (r *reader) plainString() ([]byte, bool) {
 		return nil, false
 	}
 	start, ascii := r.i, true
-	for r.i < len(r.b) {
-		c := r.b[r.i]
+	b := r.b
+	for i := r.i; i < len(b); i++ {
+		c := b[i]
+		if c >= 0x20 && c < 0x80 && c != '"' && c != '\\' {
+			continue // the usual byte: one test in the loop
+		}
 		switch {
 		case c == '"':
-			s := r.b[start:r.i]
-			r.i++
+			s := b[start:i]
+			r.i = i + 1
 			return s, ascii || utf8.Valid(s)
 		case c == '\\' || c < 0x20:
 			return nil, false
-		case c >= 0x80:
+		default:
 			ascii = false
 		}
-		r.i++
 	}
 	return nil, false
 }
@@ -295,43 +298,29 @@ func (r *reader) value(f int, w *eventWire, version *int64) bool {
 		return ok && int64(int(v)) == v
 	case fData:
 		start := r.i
-		if !r.skip(0) {
+		if !r.valid(0) {
 			return false
 		}
 		w.Data = r.b[start:r.i:r.i]
-		// The structure is balanced; encoding/json rules on the details
-		// (numbers, escapes, literals).
-		return json.Valid(w.Data)
+		return true
 	}
 	return false
 }
 
-// skip passes over one JSON value, checking only its structure: strings,
-// brackets and braces are balanced. depth bounds the nesting as encoding/json
-// does.
-func (r *reader) skip(depth int) bool {
-	if depth > 10000 {
-		return false
-	}
+// valid passes over one JSON value, as json.Valid would judge it: true
+// exactly when json.Valid accepts the value (a fuzz test holds it to that),
+// nesting included (at most maxDepth levels).
+func (r *reader) valid(depth int) bool {
 	if r.i >= len(r.b) {
 		return false
 	}
 	switch c := r.b[r.i]; c {
 	case '"':
-		r.i++
-		for r.i < len(r.b) {
-			switch r.b[r.i] {
-			case '\\':
-				r.i += 2
-				continue
-			case '"':
-				r.i++
-				return true
-			}
-			r.i++
-		}
-		return false
+		return r.validString()
 	case '{', '[':
+		if depth >= maxDepth {
+			return false
+		}
 		closing := byte('}')
 		if c == '[' {
 			closing = ']'
@@ -343,20 +332,20 @@ func (r *reader) skip(depth int) bool {
 		}
 		for {
 			r.space()
-			if !r.skip(depth + 1) {
-				return false
-			}
-			r.space()
 			if c == '{' {
+				if r.i >= len(r.b) || r.b[r.i] != '"' || !r.validString() {
+					return false
+				}
+				r.space()
 				if !r.eat(':') {
 					return false
 				}
 				r.space()
-				if !r.skip(depth + 1) {
-					return false
-				}
-				r.space()
 			}
+			if !r.valid(depth + 1) {
+				return false
+			}
+			r.space()
 			if r.eat(closing) {
 				return true
 			}
@@ -364,19 +353,99 @@ func (r *reader) skip(depth int) bool {
 				return false
 			}
 		}
-	default:
-		start := r.i
-		for r.i < len(r.b) {
-			switch r.b[r.i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return r.i > start
-			case '"', '{', '[', ':':
+	case 't':
+		return r.literal("true")
+	case 'f':
+		return r.literal("false")
+	case 'n':
+		return r.literal("null")
+	}
+	return r.validNumber()
+}
+
+// maxDepth is encoding/json's bound on nesting.
+const maxDepth = 10000
+
+// validString passes over a string (r.b[r.i] is its quote): any byte but
+// control characters, and the escapes JSON has.
+func (r *reader) validString() bool {
+	r.i++
+	for r.i < len(r.b) {
+		c := r.b[r.i]
+		switch {
+		case c == '"':
+			r.i++
+			return true
+		case c < 0x20:
+			return false
+		case c == '\\':
+			r.i++
+			if r.i >= len(r.b) {
 				return false
 			}
-			r.i++
+			switch r.b[r.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if len(r.b)-r.i < 5 {
+					return false
+				}
+				for _, h := range r.b[r.i+1 : r.i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return false
+					}
+				}
+				r.i += 4
+			default:
+				return false
+			}
 		}
-		return r.i > start
+		r.i++
 	}
+	return false
+}
+
+// validNumber passes over a number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (r *reader) validNumber() bool {
+	b := r.b
+	i := r.i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return false
+		}
+	}
+	r.i = i
+	return true
 }
 
 // decodeWire reads the envelope into w, fast when it can. version is where
@@ -459,9 +528,8 @@ func readCommand(b []byte, w *commandWire) (id []byte, ok bool) {
 				}
 			case 4:
 				start := r.i
-				if ok = r.skip(0); ok {
+				if ok = r.valid(0); ok {
 					w.Data = b[start:r.i:r.i]
-					ok = json.Valid(w.Data)
 				}
 			case 5:
 				ok = r.metadata(&corr, &actor, &tp, &stamp, &hasStamp)

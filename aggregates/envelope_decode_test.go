@@ -3,6 +3,7 @@ package aggregates
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,6 +124,33 @@ func TestEncodedCommandsTakeTheFastReader(t *testing.T) {
 		var w commandWire
 		if _, ok := readCommand(b, &w); !ok {
 			t.Errorf("fast reader gave up on %s", b)
+		}
+	}
+}
+
+// The readers skip payloads with reader.valid, which must judge a value
+// exactly as json.Valid does.
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{`{"a":[1,-0.5e+3,"x\u00e9\n",true,false,null,{}]}`, `01`, `1.`, `-`, `1e`, `"\x01"`, `"\ud800"`, `"\q"`, "\"\xff\"",
+		`{"a" 1}`, `{1:2}`, `[1,]`, ` [ ] `, `{"a":1,}`, `"\u12g4"`, `tru`, `nulll`, `[[[[]]]]`, `{"a":{"b":[{"c":"d"}]}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := reader{b: b}
+		r.space()
+		got := r.valid(0) && r.end()
+		if want := json.Valid(b); got != want {
+			t.Fatalf("valid says %v, json.Valid %v, for %q", got, want, b)
+		}
+	})
+}
+
+func TestValidBoundsNestingAsEncodingJSON(t *testing.T) {
+	for _, n := range []int{maxDepth, maxDepth + 1} {
+		b := []byte(strings.Repeat("[", n) + strings.Repeat("]", n))
+		r := reader{b: b}
+		if got, want := r.valid(0) && r.end(), json.Valid(b); got != want {
+			t.Errorf("depth %d: valid %v, json.Valid %v", n, got, want)
 		}
 	}
 }
