@@ -174,12 +174,18 @@ type Finding struct {
 // String describes the finding in one paragraph.
 func (f Finding) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: aggregate %q (partition %d): snapshot at version %d (offset %d)", f.Problem, f.AggregateID, f.Partition, f.SnapshotVersion, f.SnapshotOffset)
+	switch {
+	case f.AggregateID == "":
+		fmt.Fprintf(&b, "%s: a record of partition %d", f.Problem, f.Partition)
+	case f.Problem == Undecodable && f.SnapshotVersion < 0: // the store could not read it
+		fmt.Fprintf(&b, "%s: aggregate %q (partition %d): its snapshot", f.Problem, f.AggregateID, f.Partition)
+	default:
+		fmt.Fprintf(&b, "%s: aggregate %q (partition %d): snapshot at version %d (offset %d)", f.Problem, f.AggregateID, f.Partition, f.SnapshotVersion, f.SnapshotOffset)
+	}
 	switch f.Problem {
 	case Drift:
 		fmt.Fprintf(&b, " differs from the replay at version %d", f.ReplayVersion)
-	case OtherSchema, Undecodable:
-	default:
+	case BeyondLog, MissingEvents:
 		fmt.Fprintf(&b, ", replay reached version %d", f.ReplayVersion)
 	}
 	if f.Detail != "" {
@@ -225,6 +231,7 @@ func Verify(ctx context.Context, cfg Config) (Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return Report{}, err
 	}
+	cfg.IDs = slices.Compact(slices.Sorted(slices.Values(cfg.IDs)))
 	v := &verifier{cfg: cfg, tracked: map[string]*tracked{}, report: Report{Kind: cfg.Kind.StateStamp()}}
 	ids := cfg.IDs
 	if cfg.Sample > 0 {
@@ -248,7 +255,8 @@ func Verify(ctx context.Context, cfg Config) (Report, error) {
 		byPart := map[int32][]string{}
 		for _, id := range cfg.IDs {
 			if v.tracked[id] == nil {
-				byPart[owner.Of([]byte(id), scanned.Partitions)] = append(byPart[owner.Of([]byte(id), scanned.Partitions)], id)
+				p := owner.Of([]byte(id), scanned.Partitions)
+				byPart[p] = append(byPart[p], id)
 			}
 		}
 		for p, ids := range byPart {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -64,6 +65,7 @@ const prefix = "counters"
 // processor wrote for counters c-0..c-(n-1).
 type env struct {
 	c     *kfake.Cluster
+	redis *redistest.Server
 	store *snapshots.Redis
 	kafka client.Kafka
 	sums  map[string]int64
@@ -84,12 +86,13 @@ func newEnv(t *testing.T, n int) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	store, err := snapshots.Open(redistest.Start(t).URL())
+	srv := redistest.Start(t)
+	store, err := snapshots.Open(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &env{c: c, store: store, kafka: client.Kafka{Brokers: c.ListenAddrs()}, sums: map[string]int64{}}
+	e := &env{c: c, redis: srv, store: store, kafka: client.Kafka{Brokers: c.ListenAddrs()}, sums: map[string]int64{}}
 
 	kind := counterKind(adds)
 	p, err := processor.New(processor.Config{
@@ -279,11 +282,26 @@ func TestVerify(t *testing.T) {
 		s6.Data = []byte(strings.Replace(string(s6.Data), fmt.Sprintf(`"version":%d`, s6.Version-2), fmt.Sprintf(`"version":%d`, s6.Version), 1))
 		e.plant(t, p6, s6)
 
-		rep := e.verify(t, drift.Config{Kind: kind, Prefix: prefix, Kafka: e.kafka, Store: e.store, IDs: []string{"c-1", "c-4", "c-5", "c-6", "ghost", "nobody"}})
-		if rep.Aggregates != 6 || rep.Compared != 2 || len(rep.NotFound) != 1 || rep.NotFound[0] != "nobody" {
-			t.Errorf("report %+v: want 6 aggregates, 2 compared (c-1, c-4), nobody not found", rep)
+		// c-7's stored value is not the store's format at all.
+		opts, err := redis.ParseURL(e.redis.URL())
+		if err != nil {
+			t.Fatal(err)
 		}
-		want := map[string]drift.Problem{"c-4": drift.Drift, "c-5": drift.Undecodable, "c-6": drift.BeyondLog, "ghost": drift.BeyondLog}
+		rc := redis.NewClient(opts)
+		defer rc.Close()
+		key := fmt.Sprintf("%s{counter.%d}:s:c-7", snapshots.DefaultKeyPrefix, topics.NewOwner().Of([]byte("c-7"), 3))
+		if n, err := rc.Exists(testContext(t, 5*time.Second), key).Result(); err != nil || n != 1 {
+			t.Fatalf("the snapshot of c-7 is not at %s: %v", key, err)
+		}
+		if err := rc.Set(testContext(t, 5*time.Second), key, "garbage", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+
+		rep := e.verify(t, drift.Config{Kind: kind, Prefix: prefix, Kafka: e.kafka, Store: e.store, IDs: []string{"c-1", "c-4", "c-5", "c-6", "c-7", "ghost", "nobody", "c-4"}})
+		if rep.Aggregates != 7 || rep.Compared != 2 || len(rep.NotFound) != 1 || rep.NotFound[0] != "nobody" {
+			t.Errorf("report %+v: want 7 aggregates, 2 compared (c-1, c-4), nobody not found", rep)
+		}
+		want := map[string]drift.Problem{"c-4": drift.Drift, "c-5": drift.Undecodable, "c-6": drift.BeyondLog, "c-7": drift.Undecodable, "ghost": drift.BeyondLog}
 		if len(rep.Findings) != len(want) {
 			t.Errorf("findings %v, want %v", rep.Findings, want)
 		}
@@ -301,6 +319,10 @@ func TestVerify(t *testing.T) {
 				if f.SnapshotVersion != s6.Version || f.ReplayVersion != s6.Version-2 {
 					t.Errorf("c-6: %v, want snapshot version %d, replay %d", f, s6.Version, s6.Version-2)
 				}
+			case "c-7":
+				if !strings.Contains(f.String(), `undecodable-snapshot: aggregate "c-7"`) || !strings.Contains(f.Detail, "corrupt") {
+					t.Errorf("c-7: %v, want the store's corrupt error", f)
+				}
 			case "ghost":
 				if f.ReplayVersion != -1 || !strings.Contains(f.Detail, "no event") {
 					t.Errorf("ghost: %v, want a replay at -1 and no event", f)
@@ -309,8 +331,8 @@ func TestVerify(t *testing.T) {
 		}
 		// The whole topic finds the same, among the healthy rest.
 		rep = e.verify(t, e.config(kind))
-		if rep.Aggregates != n || rep.Compared != n-2 || len(rep.Findings) != 3 {
-			t.Errorf("--all: report %+v, want %d aggregates, 3 findings (c-4, c-5, c-6)", rep, n)
+		if rep.Aggregates != n || rep.Compared != n-3 || len(rep.Findings) != 4 {
+			t.Errorf("--all: report %+v, want %d aggregates, 4 findings (c-4, c-5, c-6, c-7)", rep, n)
 		}
 	})
 }
