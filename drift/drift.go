@@ -489,9 +489,13 @@ func (v *verifier) compare(t *tracked) {
 	}
 }
 
-// finish reports the snapshots whose version the replay never reached.
+// finish counts the aggregates without a snapshot and reports the
+// snapshots whose version the replay never reached.
 func (v *verifier) finish() {
 	for id, t := range v.tracked {
+		if t.events && !t.hasSnap {
+			v.report.NoSnapshot++
+		}
 		s := t.snap
 		if t.done() {
 			continue

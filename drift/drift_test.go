@@ -369,13 +369,17 @@ func TestVerifyFindsAGapInTheHistory(t *testing.T) {
 		}
 		last = r.Offset
 	}
+	only := drift.Config{Kind: kind, Prefix: prefix, Kafka: e.kafka, Store: e.store, IDs: []string{"gap"}}
+	if rep := e.verify(t, only); !rep.OK() || rep.Aggregates != 1 || rep.NoSnapshot != 1 || rep.Compared != 0 {
+		t.Fatalf("before its snapshot: %+v, want one aggregate without a snapshot", rep)
+	}
 	data, err := a.MarshalSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.plant(t, p, snapshots.Snapshot{AggregateID: "gap", Version: 2, Offset: last, Stamp: kind.StateStamp(), Data: data})
 
-	rep := e.verify(t, drift.Config{Kind: kind, Prefix: prefix, Kafka: e.kafka, Store: e.store, IDs: []string{"gap"}})
+	rep := e.verify(t, only)
 	if len(rep.Findings) != 1 || rep.Findings[0].Problem != drift.MissingEvents || rep.Findings[0].ReplayVersion != 0 || !strings.Contains(rep.Findings[0].Detail, "version 1 is missing") {
 		t.Fatalf("report %+v, want missing-events naming version 1", rep)
 	}
