@@ -126,8 +126,10 @@ type Problem string
 
 // The problems Verify reports.
 const (
-	// Drift: the snapshot's state differs from the replay at its version.
-	// Typically an apply function changed without a StateSchema bump.
+	// Drift: the snapshot's state differs from the replay at its version,
+	// so a restore from a checkpoint computes another state than a full
+	// replay. Typically an apply function or the state changed without a
+	// StateSchema bump.
 	Drift Problem = "drift"
 	// BeyondLog: the snapshot's version is past the aggregate's last event
 	// at offsets the snapshot claims to include (a recreated or truncated
@@ -473,7 +475,6 @@ func (v *verifier) compare(t *tracked) {
 	}
 	if !bytes.Equal(stored, replayed) {
 		f.Snapshot, f.Replayed, f.Diff = stored, replayed, jsonDiff(stored, replayed)
-		f.Detail = "a restore from this snapshot computes another state than a full replay: was an apply function or the state changed without bumping StateSchema?"
 		v.report.Findings = append(v.report.Findings, f)
 		return
 	}

@@ -225,8 +225,8 @@ func TestVerify(t *testing.T) {
 			if len(f.Diff) != 1 || f.Diff[0] != want {
 				t.Errorf("%s: diff %q, want %q", f.AggregateID, f.Diff, want)
 			}
-			if !strings.Contains(f.String(), f.AggregateID) || !strings.Contains(f.String(), "StateSchema") {
-				t.Errorf("finding reads %q: want the aggregate id and the StateSchema hint", f)
+			if w := fmt.Sprintf("drift: aggregate %q (partition %d): snapshot at version %d (offset %d) differs from the replay at version %d\n    %s", f.AggregateID, f.Partition, s.Version, s.Offset, s.Version, want); f.String() != w {
+				t.Errorf("finding reads\n%s\nwant\n%s", f, w)
 			}
 		}
 	})
