@@ -350,8 +350,13 @@ func (d *Definition[S]) CommandType(payload any) (string, bool) {
 // NewCommand builds a command envelope for payload, a value of a registered
 // command type, with a fresh ULID.
 func (d *Definition[S]) NewCommand(aggregateID string, payload any, md Metadata) (Command, error) {
-	cd, ok := d.commandByGo[reflect.TypeOf(payload)]
+	t := reflect.TypeOf(payload)
+	cd, ok := d.commandByGo[t]
 	if !ok {
+		if t != nil && t.Kind() == reflect.Pointer && d.commandByGo[t.Elem()] != nil {
+			return Command{}, fmt.Errorf("%w: Go type %T is a pointer to a command of %q: pass the value (%s{…}, not &%s{…})",
+				ErrUnknownCommandType, payload, d.name, t.Elem(), t.Elem())
+		}
 		return Command{}, fmt.Errorf("%w: Go type %T is not a command of %q", ErrUnknownCommandType, payload, d.name)
 	}
 	data, err := json.Marshal(payload)

@@ -43,7 +43,16 @@
 // and calls a Handler, in order within each partition, with one goroutine per
 // partition. In a consumer group, offsets are committed after the handler
 // returned; without one (tools such as `chronicle tail`) nothing is
-// committed. Records that cannot be decoded go to OnError and are skipped.
+// committed. A record that cannot be decoded (a schema version newer than
+// the running code, an unknown type) stops Run with a *RecordError naming its
+// topic, partition, offset, type and schema version, and nothing from it on
+// is committed, so a restart with newer code reads it again;
+// SkipUndecodable passes over such records instead, with a warning each.
+// Logs go to slog.Default() unless a Logger is given.
+//
+// For a read model in a database, package projection stores each event's
+// effect and the consumed position in one transaction: exactly once, where
+// a Subscriber is at least once.
 //
 // # Reading history
 //

@@ -28,13 +28,19 @@ import (
 type Handler func(ctx context.Context, e aggregates.Event) error
 
 // RecordError describes a record of an events topic that could not be
-// decoded into an Event. It unwraps to the decoder's error (which matches
-// aggregates.ErrMalformed, ErrUnknownEventType or ErrSchemaVersion).
+// decoded into an Event: a malformed document, an event type no registered
+// aggregate knows, or a schema version newer than the running code reads (or
+// one no upcaster bridges). It unwraps to the decoder's error, which matches
+// aggregates.ErrMalformed, ErrUnknownEventType or ErrSchemaVersion.
 type RecordError struct {
 	// Topic, Partition and Offset locate the record.
 	Topic     string
 	Partition int32
 	Offset    int64
+	// EventType and SchemaVersion are read from the record's envelope; they
+	// are empty and 0 when the envelope itself cannot be read.
+	EventType     string
+	SchemaVersion int
 	// Key and Value are the record's bytes, untouched.
 	Key   []byte
 	Value []byte
@@ -42,9 +48,22 @@ type RecordError struct {
 	Err error
 }
 
-// Error says where the record is and why it was skipped.
+// NewRecordError describes rec, which dec could not decode: partial is what
+// the decoder returned along with err (aggregates' decoders fill in the type
+// and schema version whenever the envelope can be read).
+func NewRecordError(rec *kgo.Record, partial aggregates.Event, err error) *RecordError {
+	return &RecordError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
+		EventType: partial.Type, SchemaVersion: partial.SchemaVersion, Key: rec.Key, Value: rec.Value, Err: err}
+}
+
+// Error says where the record is, what it claims to be and why it cannot be
+// decoded.
 func (e *RecordError) Error() string {
-	return fmt.Sprintf("event record %s/%d offset %d (key %q) cannot be decoded and was skipped: %v", e.Topic, e.Partition, e.Offset, truncate(e.Key), e.Err)
+	what := "type unreadable"
+	if e.EventType != "" {
+		what = fmt.Sprintf("type %q, schema version %d", truncate([]byte(e.EventType)), e.SchemaVersion)
+	}
+	return fmt.Sprintf("event record %s/%d offset %d (%s, key %q) cannot be decoded: %v", e.Topic, e.Partition, e.Offset, what, truncate(e.Key), e.Err)
 }
 
 // Unwrap returns the decoder's error.
@@ -63,10 +82,22 @@ type SubscriberConfig struct {
 	Decoder EventDecoder
 	// Handler is called with every event (required).
 	Handler Handler
-	// OnError is called with every record that cannot be decoded, from the
-	// partition's goroutine (so concurrently for different partitions); the
-	// record is then skipped (and committed) and consumption goes on. Nil
-	// logs it at warning level.
+	// SkipUndecodable skips records that cannot be decoded instead of
+	// stopping: each is logged at warning level (with its *RecordError) and
+	// its offset is committed like a handled event's, so the event is lost
+	// to this consumer. For tools that show what they can; a read model
+	// should leave it false.
+	//
+	// False (the default) is strict: the first such record stops Run with
+	// an error that unwraps to its *RecordError, and its offset is not
+	// committed, so once code that reads it is deployed (the aggregate's
+	// newer version with its upcasters), a restart of the group reads it
+	// again. Events before it in its partition are committed as usual.
+	SkipUndecodable bool
+	// OnError, when set, is also told of every record that cannot be
+	// decoded, before the Subscriber stops or skips it (e.g. to count them
+	// or park them elsewhere). It is called from the partition's goroutine,
+	// so concurrently for different partitions.
 	OnError func(ctx context.Context, err *RecordError)
 
 	// Group is the consumer group; its members share the partitions and the
@@ -92,7 +123,9 @@ type SubscriberConfig struct {
 	// MaxPollRecords bounds the records taken per poll, which bounds how
 	// long a rebalance waits for the poll loop. Default 1000.
 	MaxPollRecords int
-	// Logger receives the subscriber's logs; nil discards them.
+	// Logger receives the subscriber's logs: fetch retries, skipped records,
+	// failed commits. Nil logs to slog.Default(), so that a skipped or
+	// undecodable event is never silent.
 	Logger *slog.Logger
 }
 
@@ -151,7 +184,10 @@ func (c *SubscriberConfig) Validate() error {
 // read_committed, so events of aborted processor transactions are never
 // seen. Delivery is at least once: an event whose handler returned nil is
 // marked done and committed afterwards; after a crash or rebalance, events
-// handled but not yet committed are delivered again.
+// handled but not yet committed are delivered again. A record that cannot be
+// decoded stops Run (SubscriberConfig.SkipUndecodable says otherwise), and
+// nothing at or after it in its partition is committed: no event is ever
+// passed over silently.
 type Subscriber struct {
 	cfg    SubscriberConfig
 	log    *slog.Logger
@@ -166,7 +202,11 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Subscriber{cfg: cfg, log: orDiscard(cfg.Logger)}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Subscriber{cfg: cfg, log: log}
 	for _, p := range cfg.Prefixes {
 		s.topics = append(s.topics, topics.For(p).Events)
 	}
@@ -178,7 +218,9 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 // offsets of handled events within ShutdownTimeout, leaves the group, and
 // returns nil.
 // It returns early with an error when a topic is missing, when a handler
-// fails, or when Kafka refuses access. Run may be called once.
+// fails, when a record cannot be decoded (unless SkipUndecodable; the error
+// then unwraps to its *RecordError), or when Kafka refuses access. Run may be
+// called once.
 func (s *Subscriber) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errors.New("Subscriber.Run was already called: create a new Subscriber to read again")
@@ -396,12 +438,16 @@ func (r *subscription) handle(ctx context.Context, rec *kgo.Record) error {
 	}
 	e, err := r.s.cfg.Decoder.DecodeEvent(rec.Value)
 	if err != nil {
-		re := &RecordError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value, Err: err}
+		re := NewRecordError(rec, e, err)
 		if r.s.cfg.OnError != nil {
 			r.s.cfg.OnError(ctx, re)
-		} else {
-			r.s.log.Warn("skipping undecodable event record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		}
+		if !r.s.cfg.SkipUndecodable {
+			return fmt.Errorf("%w; the subscriber stops here and does not commit past it, so a restart reads it again: "+
+				"deploy code that decodes it (the aggregate's newer version, with its upcasters), or set SkipUndecodable to pass over such records", re)
+		}
+		r.s.log.Warn("skipping an event record that cannot be decoded (SkipUndecodable is set); this consumer will not see its event",
+			"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "type", re.EventType, "schema_version", re.SchemaVersion, "err", err)
 		return nil
 	}
 	if r.only != nil {

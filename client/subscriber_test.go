@@ -2,8 +2,10 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/syncbuf"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -266,7 +269,74 @@ func TestSubscribersOfOneGroupShareThePartitionsAcrossARebalance(t *testing.T) {
 	}
 }
 
-func TestSubscriberReportsUndecodableRecordsAndGoesOn(t *testing.T) {
+// orderV2 is the order aggregate as a later release defines it: LineAdded at
+// schema version 2, with an upcaster from version 1. Its DecodeEvent reads
+// what order.Definition() cannot.
+func orderV2() *aggregates.Definition[order.State] {
+	return aggregates.MustDefine("order",
+		aggregates.When("OrderCreated", func(s *order.State, e order.OrderCreated) { s.UserID, s.Status = e.UserID, order.StatusNew }),
+		aggregates.When("LineAdded", func(s *order.State, e order.LineAdded) { s.Total += e.Quantity * e.UnitPrice },
+			aggregates.SchemaVersion(2), aggregates.Upcast(1, func(old json.RawMessage) (json.RawMessage, error) { return old, nil })),
+		aggregates.Handle("CreateOrder", func(_ order.State, c order.CreateOrder) ([]any, error) { return []any{order.OrderCreated(c)}, nil }),
+	)
+}
+
+// By default an event the decoder cannot read stops Run with an error naming
+// the record; the group does not commit past it, so a restart with a decoder
+// that reads it (a newer release) handles it and what follows.
+func TestSubscriberStopsAtAnUndecodableEventAndDoesNotCommitPastIt(t *testing.T) {
+	c := startCluster(t, "orders")
+	evs := orderHistory(t, "order-0", 3)
+	newer := evs[2]
+	newer.SchemaVersion = 2 // written by a newer release
+	part := topics.NewOwner().Of([]byte("order-0"), partitions)
+	produce(t, c, eventRecord(t, "orders", evs[0]), eventRecord(t, "orders", evs[1]),
+		eventRecord(t, "orders", newer), eventRecord(t, "orders", evs[3]))
+
+	col := newCollector()
+	var told []*client.RecordError
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "read-model", FromBeginning: true, Handler: col.handle,
+		OnError: func(_ context.Context, err *client.RecordError) { told = append(told, err) }})
+	err := s.Run(testContext(t, 10*time.Second))
+	var re *client.RecordError
+	if !errors.As(err, &re) || !errors.Is(err, aggregates.ErrSchemaVersion) {
+		t.Fatalf("Run = %v, want a *RecordError matching ErrSchemaVersion", err)
+	}
+	if re.Offset != 2 || re.Partition != part || re.EventType != "order.LineAdded" || re.SchemaVersion != 2 || len(told) != 1 {
+		t.Errorf("RecordError at %d/%d, type %q v%d (OnError told %d), want offset 2 of partition %d, order.LineAdded v2, told once",
+			re.Partition, re.Offset, re.EventType, re.SchemaVersion, len(told), part)
+	}
+	for _, w := range []string{"orders.events", "offset 2", `"order.LineAdded"`, "schema version 2", "restart reads it again"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+	checkInOrder(t, col.snapshot(), map[string][]aggregates.Event{"order-0": evs[:2]})
+
+	// The group committed up to the undecodable event, not past it.
+	committed, ferr := kadm.NewClient(newKgo(t, c)).FetchOffsets(testContext(t, 5*time.Second), "read-model")
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	if o, _ := committed.Lookup(topics.For("orders").Events, part); o.At != 2 {
+		t.Fatalf("committed offset %d, want 2 (the undecodable event)", o.At)
+	}
+
+	// The newer release reads it.
+	col2 := newCollector()
+	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "read-model", Decoder: orderV2(), Handler: col2.handle}))
+	got, err := col2.waitFor(testContext(t, 10*time.Second), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Version != 2 || got[1].Version != 3 || got[0].SchemaVersion != 2 {
+		t.Errorf("the restart handled versions %d and %d (schema %d), want 2 and 3", got[0].Version, got[1].Version, got[0].SchemaVersion)
+	}
+}
+
+// With SkipUndecodable, undecodable records are logged one by one and
+// skipped, and consumption goes on.
+func TestSubscriberWithSkipUndecodableLogsAndGoesOn(t *testing.T) {
 	c := startCluster(t, "orders")
 	hist := writeOrders(t, 1, 2)
 	evs := hist["order-0"]
@@ -284,8 +354,10 @@ func TestSubscriberReportsUndecodableRecordsAndGoesOn(t *testing.T) {
 
 	var mu sync.Mutex
 	var bads []*client.RecordError
+	var logs syncbuf.Buffer
 	col := newCollector()
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), FromBeginning: true, Handler: col.handle,
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), FromBeginning: true, Handler: col.handle, SkipUndecodable: true,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		OnError: func(_ context.Context, err *client.RecordError) {
 			mu.Lock()
 			bads = append(bads, err)
@@ -319,6 +391,14 @@ func TestSubscriberReportsUndecodableRecordsAndGoesOn(t *testing.T) {
 	}
 	if !errors.Is(bads[0], aggregates.ErrMalformed) || !errors.Is(bads[1], aggregates.ErrUnknownEventType) {
 		t.Errorf("errors %v and %v should match ErrMalformed and ErrUnknownEventType", bads[0], bads[1])
+	}
+	if bads[1].EventType != "ballot.VoteCast" || bads[0].EventType != "" {
+		t.Errorf("event types %q and %q, want \"\" (unreadable) and ballot.VoteCast", bads[0].EventType, bads[1].EventType)
+	}
+	for _, off := range []string{"offset=1", "offset=3", "offset=5"} {
+		if n := strings.Count(logs.String(), off); n != 1 || !strings.Contains(logs.String(), "level=WARN") {
+			t.Errorf("the log has %d warnings at %s, want 1:\n%s", n, off, logs.String())
+		}
 	}
 }
 

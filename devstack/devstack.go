@@ -31,6 +31,9 @@ type Config struct {
 	// 127.0.0.1 address. Default "127.0.0.1:9092"; port 0 picks a free one.
 	KafkaAddr string
 	// DataDir keeps the broker's data between runs. Empty with InMemory.
+	// Run holds it exclusively (a flock on a file in it, on Linux, macOS and
+	// the BSDs) and fails with
+	// ErrDataDirInUse when another dev stack holds it.
 	DataDir string
 	// InMemory keeps nothing on disk.
 	InMemory bool
@@ -61,6 +64,10 @@ type Config struct {
 	Ready func(brokers []string, redisAddr string)
 }
 
+// ErrDataDirInUse is returned by Run when another dev stack (another
+// process, or another Run in this one) holds Config.DataDir.
+var ErrDataDirInUse = errors.New("data directory in use")
+
 // Run starts the broker and, unless cfg.BrokerOnly, the processor, and
 // blocks until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -80,6 +87,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if !cfg.InMemory && cfg.DataDir == "" {
 		return errors.New("no data directory: set one, or choose in-memory")
+	}
+	if !cfg.InMemory {
+		// Two brokers on one data directory would both write it, and
+		// commands sent to one would never get a result from the other.
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock() // after cluster.Close has saved the data
 	}
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}
 	if port != 0 { // kfake picks a free port itself otherwise

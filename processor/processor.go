@@ -750,8 +750,12 @@ func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 	}()
 }
 
-// Ready is closed once Run has created or checked the topics and starts
-// consuming: commands sent from then on are processed.
+// Ready is closed once Run has created or checked the topics and claimed
+// them for the group, just before it joins the group and starts consuming:
+// commands sent from then on land in topics that exist and will be
+// processed. It does not mean that this instance holds partitions or has
+// restored them: a command may still wait for the group to assign its
+// partition and for the restore. Readiness (and /readyz) reports that.
 func (p *Processor) Ready() <-chan struct{} { return p.ready }
 
 // Stats are counters of what a Processor did since it was created.

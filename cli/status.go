@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -19,14 +19,14 @@ import (
 	"github.com/chronicle-es/chronicle/topics"
 )
 
-func runStatus(ctx context.Context, args []string, s streams) int {
-	fs := newFlags("status", "status PREFIX... [flags]", s.err)
+func runStatus(ctx context.Context, args []string, s *session) int {
+	fs := newFlags("status", "status PREFIX... [flags]", s)
 	var k kafkaFlags
 	k.register(fs, "127.0.0.1:9092")
 	group := fs.String("group", "", "consumer group (default: the group the topics remember serving them)")
 	redisURL := fs.String("redis", "", "Redis URL of the snapshot store, to show each partition's last checkpoint")
 	admins := fs.String("admin", "", "comma-separated admin addresses (host:port) of the instances, to show why partitions are not ready")
-	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs (the snapshot store keys checkpoints by aggregate type)")
+	aggs := fs.String("aggregates", s.kinds.defaultSpec(), "topic prefix=aggregate type pairs (the snapshot store keys checkpoints by aggregate type)")
 	pos, code, done := parseFlags(fs, args)
 	if done {
 		return code
@@ -39,7 +39,7 @@ func runStatus(ctx context.Context, args []string, s streams) int {
 	if err != nil {
 		return fail(s, "status", err)
 	}
-	bindings, err := parseBindings(*aggs)
+	bindings, err := s.kinds.parseBindings(*aggs)
 	if err != nil {
 		return fail(s, "status", err)
 	}
@@ -74,7 +74,7 @@ func runStatus(ctx context.Context, args []string, s streams) int {
 
 // printStatus prints one aggregate type's partitions: owner, lag, last
 // checkpoint.
-func printStatus(ctx context.Context, s streams, cl *kgo.Client, opts []kgo.Opt, names topics.Names, kindName, group string, store *snapshots.Redis) error {
+func printStatus(ctx context.Context, s *session, cl *kgo.Client, opts []kgo.Opt, names topics.Names, kindName, group string, store *snapshots.Redis) error {
 	adm := kadm.NewClient(cl)
 	own, err := topics.GroupOwner(ctx, cl, names)
 	if err != nil {
@@ -149,7 +149,7 @@ func printStatus(ctx context.Context, s streams, cl *kgo.Client, opts []kgo.Opt,
 
 // printReadiness asks each instance's /readyz and prints why it is not
 // ready: restoring or stopped partitions, with the reason.
-func printReadiness(ctx context.Context, s streams, addrs []string) {
+func printReadiness(ctx context.Context, s *session, addrs []string) {
 	fmt.Fprintln(s.out, "instances:")
 	for _, a := range addrs {
 		a = strings.TrimSpace(a)

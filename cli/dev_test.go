@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -91,4 +91,29 @@ func TestDevBrokerOnlyKeepsItsDataAcrossASIGTERMRestart(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestASecondDevOnTheSameDataDirectoryFailsAtOnce runs two `chronicle dev`
+// on one data directory: the second exits 1 with a message naming the
+// directory, the first one's pid and what to do, and never serves. Once the
+// first has stopped, the directory is free again.
+func TestASecondDevOnTheSameDataDirectoryFailsAtOnce(t *testing.T) {
+	dataDir := t.TempDir()
+	d := startDev(t, "--kafka-addr", "127.0.0.1:0", "--data-dir", dataDir)
+
+	// On another port, so only the directory is shared.
+	out, errOut, code := chronicle(t, "", "dev", "--kafka-addr", "127.0.0.1:0", "--data-dir", dataDir, "--admin-addr", "off")
+	if code != 1 {
+		t.Fatalf("the second dev exited %d, want 1\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	want := fmt.Sprintf("chronicle dev: data directory in use: %s is held by another chronicle dev (pid %d): stop that one, or give this one another directory with --data-dir", dataDir, d.cmd.Process.Pid)
+	if !strings.Contains(errOut, want) {
+		t.Errorf("the second dev's error lacks %q:\n%s", want, errOut)
+	}
+	if strings.Contains(out, "is running") {
+		t.Errorf("the second dev said it was running:\n%s", out)
+	}
+
+	d.stop(t)
+	startDev(t, "--kafka-addr", "127.0.0.1:0", "--data-dir", dataDir)
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -26,21 +26,21 @@ marked with "+" (not applied). With --json it prints one document:
 the state, -1 (state null) when the aggregate did not exist yet.
 
 Examples:
-  chronicle history orders o-42
-  chronicle history orders o-42 --at-version 3
-  chronicle history orders o-42 --at-time 2026-05-01T12:00:00Z --json`
+  {prog} history {prefix} {id}
+  {prog} history {prefix} {id} --at-version 3
+  {prog} history {prefix} {id} --at-time 2026-05-01T12:00:00Z --json`
 
 // runHistory is `chronicle history`: it reads one aggregate's events and
 // prints them with the state rebuilt at the chosen version or time.
-func runHistory(ctx context.Context, args []string, s streams) int {
-	fs := newFlags("history", historySynopsis, s.err)
+func runHistory(ctx context.Context, args []string, s *session) int {
+	fs := newFlags("history", historySynopsis, s)
 	var k kafkaFlags
 	k.register(fs, "127.0.0.1:9092")
 	var atVersion optionalInt64
 	fs.Var(&atVersion, "at-version", "show the state at this version (0 is the first event); default the latest")
 	atTime := fs.String("at-time", "", "show the state at this time, RFC 3339 (2026-05-01T12:00:00Z): the events recorded at or before it")
 	asJSON := fs.Bool("json", false, `print {"events":[...],"state":{...},"version":N} instead of a table`)
-	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs, to decode the events and rebuild the state")
+	aggs := fs.String("aggregates", s.kinds.defaultSpec(), "topic prefix=aggregate type pairs, to decode the events and rebuild the state")
 	timeout := fs.Duration("timeout", 2*time.Minute, "bound on reading the history")
 	pos, code, done := parseFlags(fs, args)
 	if done {
@@ -51,7 +51,7 @@ func runHistory(ctx context.Context, args []string, s streams) int {
 		return 2
 	}
 	if atVersion.set && *atTime != "" {
-		fmt.Fprintln(s.err, "chronicle history: give --at-version or --at-time, not both")
+		fmt.Fprintf(s.err, "%s history: give --at-version or --at-time, not both\n", s.name)
 		return 2
 	}
 	if atVersion.set && atVersion.v < -1 {
@@ -68,7 +68,7 @@ func runHistory(ctx context.Context, args []string, s streams) int {
 	if *timeout <= 0 {
 		return fail(s, "history", fmt.Errorf("--timeout %v: must be positive, e.g. 2m", *timeout))
 	}
-	prefix, kind, err := resolvePrefix(*aggs, pos[0])
+	prefix, kind, err := s.kinds.resolve(*aggs, pos[0])
 	if err != nil {
 		return fail(s, "history", err)
 	}
@@ -132,9 +132,12 @@ func runHistory(ctx context.Context, args []string, s streams) int {
 	if err != nil {
 		return fail(s, "history", fmt.Errorf("encoding the state: %w", err))
 	}
-	if agg.Version() < latest {
-		fmt.Fprintf(s.out, "\nState at version %d of %d (%s; events marked + are not applied):\n%s\n", agg.Version(), latest, point, b)
-	} else {
+	switch {
+	case agg.Version() < latest && !at.IsZero():
+		fmt.Fprintf(s.out, "\nState at %s, that is at version %d (the latest is %d; events marked + are not applied):\n%s\n", point, agg.Version(), latest, b)
+	case agg.Version() < latest:
+		fmt.Fprintf(s.out, "\nState at version %d (the latest is %d; events marked + are not applied):\n%s\n", agg.Version(), latest, b)
+	default:
 		fmt.Fprintf(s.out, "\nState at version %d (the latest):\n%s\n", agg.Version(), b)
 	}
 	return 0

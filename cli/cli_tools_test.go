@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -118,9 +118,9 @@ func TestSendTailAndHistoryAgainstDevSurviveARestart(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("history: exit %d\n%s%s", code, out, errOut)
 		}
-		table, state, ok := strings.Cut(out, "State at version 1 of 2")
+		table, state, ok := strings.Cut(out, "State at version 1 (the latest is 2; events marked + are not applied)")
 		if !ok {
-			t.Fatalf("history prints no \"State at version 1 of 2\":\n%s", out)
+			t.Fatalf("history prints no \"State at version 1 (the latest is 2; …)\":\n%s", out)
 		}
 		if !strings.Contains(table, "+ 2 ") || strings.Contains(table, "+ 1 ") || strings.Count(table, "order.LineAdded") != 2 {
 			t.Errorf("the table should list every event and mark only version 2 with +:\n%s", table)

@@ -1,30 +1,48 @@
-package main
+package cli
 
 import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 )
 
 // newFlags returns a flag set for a subcommand whose usage prints synopsis
-// and every flag with its environment variable.
-func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
+// and every flag with its environment variable. In synopsis, {prog} stands
+// for the program's name, {kind} for its first aggregate type and {prefix},
+// {id}, {type} and {data} for an example command of it (catalog.example).
+func newFlags(name, synopsis string, s *session) *flag.FlagSet {
+	fs := flag.NewFlagSet(s.name+" "+name, flag.ContinueOnError)
+	fs.SetOutput(s.err)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: chronicle %s\n\nFlags (each also read from the environment variable shown):\n", synopsis)
+		fmt.Fprintf(s.err, "Usage: %s %s\n", s.name, s.expand(synopsis))
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintf(s.err, "\nFlags (each also read from the environment variable shown):\n")
+		}
 		fs.VisitAll(func(f *flag.Flag) {
 			def := ""
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			// A usage that explains its default itself ("(default
+			// 2×CPUs)") is not followed by the zero value standing for it.
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" && !strings.Contains(f.Usage, "(default ") {
 				def = fmt.Sprintf(" (default %s)", f.DefValue)
 			}
-			fmt.Fprintf(out, "  --%s  [%s]\n      %s%s\n", f.Name, envName(f.Name), f.Usage, def)
+			fmt.Fprintf(s.err, "  --%s  [%s]\n      %s%s\n", f.Name, envName(f.Name), f.Usage, def)
 		})
 	}
 	return fs
+}
+
+// expand replaces the placeholders of a help text (see newFlags).
+func (s *session) expand(text string) string {
+	prefix, id, typ, data := s.kinds.example()
+	kind := "TYPE"
+	if len(s.kinds.kinds) > 0 {
+		kind = s.kinds.kinds[0].Name()
+	}
+	return strings.NewReplacer("{prog}", s.name, "{kind}", kind, "{prefix}", prefix, "{id}", id, "{type}", typ, "{data}", data).Replace(text)
 }
 
 func envName(flagName string) string {
@@ -82,14 +100,14 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, int, bool) {
 		}
 	})
 	if envErr != nil {
-		fmt.Fprintf(fs.Output(), "chronicle %s: bad environment: %v\n", fs.Name(), envErr)
+		fmt.Fprintf(fs.Output(), "%s: bad environment: %v\n", fs.Name(), envErr)
 		return nil, 2, true
 	}
 	return positional, 0, false
 }
 
 // fail prints a one-line error with the subcommand's name and returns 1.
-func fail(s streams, cmd string, err error) int {
-	fmt.Fprintf(s.err, "chronicle %s: %v\n", cmd, err)
+func fail(s *session, cmd string, err error) int {
+	fmt.Fprintf(s.err, "%s %s: %v\n", s.name, cmd, err)
 	return 1
 }

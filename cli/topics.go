@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -10,13 +10,13 @@ import (
 	"github.com/chronicle-es/chronicle/topics"
 )
 
-func runTopics(ctx context.Context, args []string, s streams) int {
-	fs := newFlags("topics", "topics PREFIX [--create] [flags]", s.err)
+func runTopics(ctx context.Context, args []string, s *session) int {
+	fs := newFlags("topics", "topics PREFIX [--create] [flags]", s)
 	var k kafkaFlags
 	k.register(fs, "127.0.0.1:9092")
 	create := fs.Bool("create", false, "create the missing topics (otherwise only check)")
 	partitions := fs.Int("partitions", 6, "partitions of topics created")
-	replication := fs.Int("replication-factor", -1, "replication factor of topics created (-1: broker default)")
+	replication := fs.Int("replication-factor", -1, "replication factor of topics created; -1 lets the broker choose")
 	pos, code, done := parseFlags(fs, args)
 	if done {
 		return code

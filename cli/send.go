@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -23,13 +23,13 @@ import (
 )
 
 const sendSynopsis = `send PREFIX AGGREGATE_ID TYPE ['JSON'] [flags]
-       chronicle send PREFIX [-] [flags] < commands.jsonl
+       {prog} send PREFIX [-] [flags] < commands.jsonl
 
 Publishes commands to PREFIX.commands. With AGGREGATE_ID and TYPE it sends one
 command whose data is JSON (default {}); with no more arguments, or "-", it
 reads one command per line from stdin, either {"aggregate_id","type","data"}
 or a full command envelope (a missing "id" gets a new ULID). TYPE may be short
-("AddLine") or qualified ("order.AddLine"). Every command is checked against
+("{type}") or qualified ("{kind}.{type}"). Every command is checked against
 its aggregate type before anything is sent: an unknown type or a misspelt data
 field is refused here, and then nothing is sent.
 
@@ -38,9 +38,9 @@ aggregate, version, and the code and reason of a refusal), and the exit status
 is 1 if any command was rejected or invalid or got no result in time.
 
 Examples:
-  chronicle send orders o-42 CreateOrder '{"user_id":"u-1"}' --wait
-  chronicle send orders o-42 AddLine '{"product_id":512,"quantity":1,"unit_price":1999}'
-  chronicle send orders --wait < commands.jsonl`
+  {prog} send {prefix} {id} {type} '{data}' --wait
+  {prog} send {prefix} {id} {type} '{data}' --expected-version -1 --actor alice
+  {prog} send {prefix} --wait < commands.jsonl`
 
 // sendBatch is how many commands are published (and awaited) at once.
 const sendBatch = 500
@@ -87,8 +87,8 @@ type commandDefaults struct {
 
 // runSend is `chronicle send`: it checks commands against their aggregate
 // type, publishes them and, with --wait, prints their results.
-func runSend(ctx context.Context, args []string, s streams) int {
-	fs := newFlags("send", sendSynopsis, s.err)
+func runSend(ctx context.Context, args []string, s *session) int {
+	fs := newFlags("send", sendSynopsis, s)
 	var k kafkaFlags
 	k.register(fs, "127.0.0.1:9092")
 	wait := fs.Bool("wait", false, "wait for every command's result and print it; exit 1 if any was rejected or invalid")
@@ -97,7 +97,7 @@ func runSend(ctx context.Context, args []string, s streams) int {
 	fs.Var(&expected, "expected-version", "version the aggregate must be at for the command to run (-1: must not exist yet); from stdin, for every command that sets none")
 	actor := fs.String("actor", "", "on whose behalf the commands are sent (metadata.actor), for commands that set none")
 	correlation := fs.String("correlation-id", "", "correlation id of the commands (metadata.correlation_id), for commands that set none")
-	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs, used to check commands before sending")
+	aggs := fs.String("aggregates", s.kinds.defaultSpec(), "topic prefix=aggregate type pairs, used to check commands before sending")
 	asJSON := fs.Bool("json", false, "print each result (with --wait), or each published command, as one JSON line")
 	pos, code, done := parseFlags(fs, args)
 	if done {
@@ -113,7 +113,7 @@ func runSend(ctx context.Context, args []string, s streams) int {
 	if expected.set && expected.v < -1 {
 		return fail(s, "send", fmt.Errorf("--expected-version %d: must be -1 (aggregate must not exist) or a version ≥ 0", expected.v))
 	}
-	prefix, kind, err := resolvePrefix(*aggs, pos[0])
+	prefix, kind, err := s.kinds.resolve(*aggs, pos[0])
 	if err != nil {
 		return fail(s, "send", err)
 	}
@@ -135,15 +135,15 @@ func runSend(ctx context.Context, args []string, s streams) int {
 		cmds = append(cmds, cmd)
 	} else {
 		if isTerminal(s.in) {
-			fmt.Fprintln(s.err, "chronicle send: reading commands from stdin, one JSON object per line; end with Ctrl-D")
+			fmt.Fprintf(s.err, "%s send: reading commands from stdin, one JSON object per line; end with Ctrl-D\n", s.name)
 		}
 		cmds, err = readCommands(s.in, kind, defaults)
 		if err != nil {
-			fmt.Fprintf(s.err, "chronicle send: %v\nnothing was sent\n", err)
+			fmt.Fprintf(s.err, "%s send: %v\nnothing was sent\n", s.name, err)
 			return 1
 		}
 		if len(cmds) == 0 {
-			return fail(s, "send", errors.New("no commands on stdin: write one JSON object per line, e.g. {\"aggregate_id\":\"o-1\",\"type\":\"CreateOrder\",\"data\":{\"user_id\":\"u-1\"}}"))
+			return fail(s, "send", fmt.Errorf("no commands on stdin: write one JSON object per line, e.g. %s", s.expand(`{"aggregate_id":"{id}","type":"{type}","data":{data}}`)))
 		}
 	}
 
@@ -179,7 +179,7 @@ func runSend(ctx context.Context, args []string, s streams) int {
 				bar.Stop()
 				out.Flush()
 				if start > 0 {
-					fmt.Fprintf(s.err, "chronicle send: the first %d of %d commands were published\n", start, len(cmds))
+					fmt.Fprintf(s.err, "%s send: the first %d of %d commands were published\n", s.name, start, len(cmds))
 				}
 				return fail(s, "send", err)
 			}
@@ -221,35 +221,10 @@ func runSend(ctx context.Context, args []string, s streams) int {
 	bar.Stop()
 	if failed > 0 {
 		out.Flush()
-		fmt.Fprintf(s.err, "chronicle send: %d of %d commands were not accepted\n", failed, len(cmds))
+		fmt.Fprintf(s.err, "%s send: %d of %d commands were not accepted\n", s.name, failed, len(cmds))
 		return 1
 	}
 	return 0
-}
-
-// resolvePrefix resolves the PREFIX argument, a topic prefix ("orders") or
-// an aggregate type name ("order"), to the topic prefix and the aggregate
-// type served there according to the --aggregates spec.
-func resolvePrefix(spec, arg string) (string, aggregates.Kind, error) {
-	kind, err := kindForPrefix(spec, arg)
-	if err != nil {
-		return "", nil, err
-	}
-	bindings, err := parseBindings(spec)
-	if err != nil {
-		return "", nil, err
-	}
-	for _, b := range bindings {
-		if b.Prefix == arg {
-			return arg, kind, nil
-		}
-	}
-	for _, b := range bindings {
-		if b.Kind.Name() == arg {
-			return b.Prefix, kind, nil
-		}
-	}
-	return arg, kind, nil
 }
 
 // readCommands reads one command per line of r (blank lines are skipped)

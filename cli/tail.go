@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -28,14 +28,14 @@ read up to the end of the topic as it was when tail started; so without
 version order; those of different aggregates may interleave.
 
 Examples:
-  chronicle tail orders --from-beginning
-  chronicle tail orders --follow --aggregate o-42
-  chronicle tail orders --from-beginning --json | jq .data`
+  {prog} tail {prefix} --from-beginning
+  {prog} tail {prefix} --follow --aggregate {id}
+  {prog} tail {prefix} --from-beginning --json | jq .data`
 
 // runTail is `chronicle tail`: it prints the committed events of a prefix,
 // up to the end at its start or, with --follow, until interrupted.
-func runTail(ctx context.Context, args []string, s streams) int {
-	fs := newFlags("tail", tailSynopsis, s.err)
+func runTail(ctx context.Context, args []string, s *session) int {
+	fs := newFlags("tail", tailSynopsis, s)
 	var k kafkaFlags
 	k.register(fs, "127.0.0.1:9092")
 	fromBeginning := fs.Bool("from-beginning", false, "start with the oldest event instead of the end of the topic")
@@ -67,7 +67,7 @@ func runTail(ctx context.Context, args []string, s streams) int {
 		return fail(s, "tail", err)
 	}
 	if n == 0 && !*follow && !*fromBeginning {
-		fmt.Fprintf(s.err, "chronicle tail: no events: without --from-beginning only events written after the start are shown; add --follow to wait for them\n")
+		fmt.Fprintf(s.err, "%s tail: no events: without --from-beginning only events written after the start are shown; add --follow to wait for them\n", s.name)
 	}
 	return 0
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -15,16 +15,33 @@ import (
 	"github.com/chronicle-es/chronicle/tracing"
 )
 
-func runRun(ctx context.Context, args []string, s streams) int {
-	fs := newFlags("run", "run [flags]", s.err)
+const runSynopsis = `run --brokers HOST:PORT,... --aggregates PREFIX=TYPE,... [flags]
+
+Runs the production processor: it consumes the commands of the aggregate
+types given with --aggregates from PREFIX.commands, lets each aggregate
+decide, and appends the events, state and results to Kafka exactly once.
+Instances with one --group share the partitions; each needs a stable,
+unique --transactional-id. It creates missing topics at start-up. It logs
+JSON to stderr, serves /metrics, /livez and /readyz on --admin-addr, and
+stops gracefully on SIGTERM or Ctrl-C. Redis (--redis) keeps snapshots and
+checkpoints so restores are short; without it, restores replay everything.
+
+Examples:
+  {prog} run --brokers k1:9092,k2:9092 --aggregates {prefix}={kind} --transactional-id {prog}-0
+  {prog} run --brokers k1:9093 --tls --sasl-mechanism SCRAM-SHA-512 --sasl-user {prog} \
+      --aggregates {prefix}={kind} --redis rediss://:PASSWORD@redis:6380/0
+  CHRONICLE_BROKERS=k1:9092 CHRONICLE_AGGREGATES={prefix}={kind} CHRONICLE_SASL_PASSWORD=... {prog} run`
+
+func runRun(ctx context.Context, args []string, s *session) int {
+	fs := newFlags("run", runSynopsis, s)
 	var k kafkaFlags
 	k.register(fs, "")
 	group := fs.String("group", "chronicle", "consumer group shared by all instances; the topics remember the group that serves them and refuse another")
 	takeOver := fs.Bool("take-over", false, "let --group take the topics over from the group that serves them (stop that group's processors first, or both process every command)")
 	txnID := fs.String("transactional-id", "", "stable, unique transactional id of this instance (default chronicle-<hostname>)")
-	aggs := fs.String("aggregates", defaultAggregates, "topic prefix=aggregate type pairs to serve")
+	aggs := fs.String("aggregates", "", "topic prefix=aggregate type pairs to serve, e.g. "+s.kinds.defaultSpec()+" (required)")
 	partitions := fs.Int("partitions", 6, "partitions of topics created at start-up")
-	replication := fs.Int("replication-factor", -1, "replication factor of topics created at start-up (-1: broker default)")
+	replication := fs.Int("replication-factor", -1, "replication factor of topics created at start-up; -1 lets the broker choose")
 	commitEvery := fs.Int("commit-every", 1000, "end a transaction after this many commands")
 	commitInterval := fs.Duration("commit-interval", 100*time.Millisecond, "end a transaction after this long")
 	maxBytes := fs.Int("max-command-bytes", 1<<20, "largest command accepted; larger ones are invalid and go to the DLQ")
@@ -36,7 +53,7 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	cacheSize := fs.Int("cache-size", 100000, "aggregates kept in memory per partition (with --redis)")
 	cpEvents := fs.Int("checkpoint-events", 10000, "checkpoint a partition after this many events (with --redis)")
 	cpInterval := fs.Duration("checkpoint-interval", 30*time.Second, "checkpoint a partition after this long (with --redis)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logLevel := fs.String("log-level", "info", "least severe level logged: debug, info, warn or error")
 	var adm adminFlags
 	adm.register(fs, ":9400")
 	if _, code, done := parseFlags(fs, args); done {
@@ -46,15 +63,21 @@ func runRun(ctx context.Context, args []string, s streams) int {
 	if err != nil {
 		return fail(s, "run", err)
 	}
-	bindings, err := parseBindings(*aggs)
+	if strings.TrimSpace(*aggs) == "" {
+		// Serving every type by default would create their topics on
+		// whatever cluster --brokers names.
+		return fail(s, "run", fmt.Errorf("no aggregate types to serve: pass --aggregates (or set CHRONICLE_AGGREGATES) to the topic prefix=type pairs to serve, "+
+			"e.g. --aggregates %s; run creates the missing topics of those it is given", s.kinds.defaultSpec()))
+	}
+	bindings, err := s.kinds.parseBindings(*aggs)
 	if err != nil {
 		return fail(s, "run", err)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	level, err := parseLogLevel(*logLevel)
+	if err != nil {
 		return fail(s, "run", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(s.err, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewJSONHandler(s.err, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsWithUnits}))
 	var store processor.SnapshotStore
 	if *redisURL != "" {
 		rs, err := snapshots.Open(*redisURL)
@@ -128,4 +151,24 @@ func redactURL(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// parseLogLevel reads a --log-level: debug, info, warn or error, in any
+// case (slog's offsets such as "info+2" are accepted too).
+func parseLogLevel(v string) (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(v)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: use debug, info, warn or error", v)
+	}
+	return level, nil
+}
+
+// durationsWithUnits makes a log handler write durations as Go duration
+// strings ("1.5s", "250ms") rather than as a bare number of nanoseconds,
+// which is what slog's JSON handler writes for a time.Duration.
+func durationsWithUnits(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
