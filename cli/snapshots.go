@@ -121,14 +121,23 @@ func printDriftReport(s *session, prefix string, rep drift.Report) {
 	if len(rep.NotFound) > 0 {
 		fmt.Fprintf(s.out, "not found (no events and no snapshot on %s): %s\n", prefix, strings.Join(rep.NotFound, ", "))
 	}
-	fmt.Fprintf(s.out, "%s (%s): %d aggregates, %d snapshots compared, %d without a snapshot, %d newer than the events read (not checked)\n",
-		prefix, rep.Kind, rep.Aggregates, rep.Compared, rep.NoSnapshot, rep.Newer)
+	fmt.Fprintf(s.out, "%s (%s): %s, %s compared, %d without a snapshot, %d newer than the events read (not checked)\n",
+		prefix, rep.Kind, count(rep.Aggregates, "aggregate", "aggregates"), count(rep.Compared, "snapshot", "snapshots"), rep.NoSnapshot, rep.Newer)
 	if rep.OK() {
 		fmt.Fprintln(s.out, "no drift: every snapshot checked equals a full replay")
 		return
 	}
-	fmt.Fprintf(s.out, "%d snapshots disagree with the events. Drift means a restore from a checkpoint computes another state than a full replay: "+
-		"bump StateSchema whenever an apply function or the state's shape changes, and the processor ignores the old snapshots.\n", len(rep.Findings))
+	fmt.Fprintf(s.out, "%s with the events. Drift means a restore from a checkpoint computes another state than a full replay: "+
+		"bump StateSchema whenever an apply function or the state's shape changes, and the processor ignores the old snapshots.\n",
+		count(len(rep.Findings), "snapshot disagrees", "snapshots disagree"))
+}
+
+// count is "1 thing" or "n things".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // stringList is a flag that may be repeated.
