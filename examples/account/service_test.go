@@ -54,6 +54,7 @@ func TestTheServiceAsAUserRunsIt(t *testing.T) {
 	broker.stop(t)
 
 	dev := start(t, bin, "dev", "--kafka-addr", addr, "--data-dir", dataDir, "--admin-addr", "off")
+	dev.waitFor(t, "Press Ctrl-C to stop.") // the last line of its banner
 	if !strings.Contains(dev.out.String(), "accounts (account)") {
 		t.Errorf("dev does not serve the account type on accounts:\n%s", dev.out)
 	}
@@ -180,6 +181,16 @@ func start(t *testing.T, bin string, args ...string) *process {
 		t.Fatalf("accounts %v did not come up within a minute\n%s", args, p.out)
 	}
 	return p
+}
+
+// waitFor waits until the process printed text.
+func (p *process) waitFor(t *testing.T, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.out.String(), text); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("accounts printed no %q within 30s:\n%s", text, p.out)
+		}
+	}
 }
 
 // stop ends the process as Ctrl-C does, once.
