@@ -244,8 +244,10 @@ func durationAttr(key string, d time.Duration) slog.Attr {
 // Lag returns, per aggregate type and partition, how many command records
 // the group has not consumed yet (see GroupLag).
 func (p *Processor) Lag(ctx context.Context) (map[string]map[int32]int64, error) {
-	if p.adm == nil {
-		return nil, fmt.Errorf("the processor is not running")
+	// topicsValid is stored after Run set adm (and the bindings' partition
+	// counts): loading it true orders those writes before the reads below.
+	if !p.topicsValid.Load() {
+		return nil, fmt.Errorf("the processor is not running, or has not checked its topics yet")
 	}
 	names := make([]string, 0, len(p.bindings))
 	for t := range p.bindings {
