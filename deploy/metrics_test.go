@@ -39,14 +39,19 @@ var chronicleMetrics = map[string]metricSpec{
 	"chronicle_cache_hits_total":                {counter, []string{"aggregate_type"}, nil},
 	"chronicle_cache_misses_total":              {counter, []string{"aggregate_type"}, nil},
 	"chronicle_cache_evictions_total":           {counter, []string{"aggregate_type"}, nil},
-	"chronicle_snapshot_store_errors_total":     {counter, []string{"operation"}, nil},
-	"chronicle_snapshot_store_lease_lost_total": {counter, []string{"aggregate_type"}, nil},
+	"chronicle_snapshot_store_errors_total": {counter, []string{"operation"},
+		map[string][]string{"operation": {"claim", "load", "save", "drop"}}},
+	"chronicle_snapshot_store_retries_total": {counter, []string{"operation"},
+		map[string][]string{"operation": {"claim", "load", "save", "drop"}}},
+	"chronicle_snapshot_store_lease_lost_total": {counter, []string{"aggregate_type", "reason"},
+		map[string][]string{"reason": {"revoked", "claimed", "flushed", "rolled_back", "other"}}},
 	"chronicle_dlq_records_total":               {counter, []string{"aggregate_type", "code"}, nil},
 	"chronicle_consumer_lag":                    {gauge, []string{"aggregate_type", "partition"}, nil},
 	"chronicle_partitions_assigned":             {gauge, []string{"aggregate_type"}, nil},
 	"chronicle_partitions_paused": {gauge, []string{"aggregate_type", "reason"},
 		map[string][]string{"reason": {"restoring", "stopped"}}},
 	"chronicle_foreign_writes_total": {counter, []string{"aggregate_type"}, nil},
+	"chronicle_build_info":           {gauge, []string{"version", "revision", "goversion"}, nil},
 }
 
 // foreignMetrics are the other metrics the alerts may use, with their
