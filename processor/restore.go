@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -424,7 +425,12 @@ func (p *Processor) stableEnd(ctx context.Context, topic string, part int32, wai
 		}
 		waiting(s.Offset, h.Offset)
 		if time.Since(lastLog) >= 10*time.Second {
-			p.log.Info("waiting for an open transaction on the events partition to end before restoring", "topic", topic, "partition", part,
+			// The partition stays paused meanwhile: WARN once it lasts.
+			level := slog.LevelInfo
+			if time.Since(began) >= 10*time.Second {
+				level = slog.LevelWarn
+			}
+			p.log.Log(ctx, level, "waiting for an open transaction on the events partition to end before restoring; the partition stays paused", "topic", topic, "partition", part,
 				"stable_offset", s.Offset, "end_offset", h.Offset, durationAttr("waited", time.Since(began).Round(time.Millisecond)),
 				durationAttr("bound", p.cfg.TransactionTimeout))
 			lastLog = time.Now()
