@@ -125,7 +125,8 @@ func (o *observer) DeadLettered(string, string) {}
 func (o *observer) CacheLookup(string, bool)    {}
 func (o *observer) Evicted(string, int)         {}
 func (o *observer) SnapshotStoreError(string)   {}
-func (o *observer) LeaseLost(string)            {}
+func (o *observer) SnapshotStoreRetry(string)   {}
+func (o *observer) LeaseLost(string, string)    {}
 func (o *observer) ForeignWrite(string)         {}
 
 // elapsed is the time from the first handled command to the last commit.

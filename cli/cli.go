@@ -119,6 +119,7 @@ func subcommands() []subcommand {
 		{"tail", "follow an events topic", runTail},
 		{"history", "show an aggregate's events and its state at a version or time", runHistory},
 		{"status", "per partition: the owning instance, lag, last checkpoint; why instances are not ready", runStatus},
+		{"snapshots", "verify: compare stored snapshots with a full replay from Kafka and report drift", runSnapshots},
 		{"bench", "measure throughput, latency and restores against a bare transactional loop on the same broker", runBench},
 		{"version", "print the version of this program and of Chronicle", runVersion},
 	}

@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/topics"
 )
@@ -47,73 +43,31 @@ func ReadHistory(ctx context.Context, k Kafka, dec EventDecoder, prefix, aggrega
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("reading history: %w", errors.Join(problems...))
 	}
-	topic := topics.For(prefix).Events
-	cl, err := k.newClient(kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-
-	stable, err := partitionOffsets(ctx, kadm.NewClient(cl).ListCommittedOffsets, topic)
-	if err != nil {
-		return nil, fmt.Errorf("reading history of %q: %w", aggregateID, err)
-	}
-	part := topics.NewOwner().Of([]byte(aggregateID), int32(len(stable)))
-	end, ok := stable[part]
-	if !ok {
-		return nil, fmt.Errorf("reading history of %q: topic %s lists no partition %d of %d: partitions must be numbered 0..n-1", aggregateID, topic, part, len(stable))
-	}
-	if end <= 0 {
-		return nil, nil
-	}
-	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: kgo.NewOffset().AtStart()}})
-
-	var out []aggregates.Event
-	// Every offset below end is decided, and the records that remain
-	// visible (data, and control markers thanks to KeepControlRecords)
-	// include one at or past end-1 once the consumer has passed end-1.
-	// Aborted data is dropped by the client, but its abort marker follows
-	// it.
-	for done := false; !done; {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading history of %q from %s/%d (up to offset %d): %w", aggregateID, topic, part, end, err)
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) {
-			var ke *kerr.Error
-			if errors.As(err, &ke) && !ke.Retriable {
-				ferr = errors.Join(ferr, err)
-			}
-		})
-		if ferr != nil {
-			return nil, fmt.Errorf("reading history of %q from %s/%d: %w", aggregateID, topic, part, ferr)
-		}
-		var derr error
-		fs.EachRecord(func(r *kgo.Record) {
-			if done || derr != nil {
-				return
-			}
-			if r.Offset >= end-1 {
-				done = true
-			}
-			if r.Offset >= end || r.Attrs.IsControl() || !isKeyOf(r.Key, aggregateID) {
-				return
-			}
+	var (
+		out  []aggregates.Event
+		derr error // a record of the aggregate that is not history
+	)
+	events := topics.For(prefix).Events
+	_, err := ScanEvents(ctx, k, EventScan{Prefix: prefix, AggregateIDs: []string{aggregateID}}, func(recs []EventRecord) error {
+		for _, r := range recs {
 			e, err := dec.DecodeEvent(r.Value)
 			if err != nil {
-				derr = fmt.Errorf("reading history of %q: event at %s/%d offset %d: %w", aggregateID, r.Topic, r.Partition, r.Offset, err)
-				return
+				derr = fmt.Errorf("reading history of %q: event at %s/%d offset %d: %w", aggregateID, events, r.Partition, r.Offset, err)
+				return derr
 			}
 			if e.Subject != aggregateID {
-				derr = fmt.Errorf("reading history of %q: event at %s/%d offset %d is keyed %q but its subject is %q: the events topic is corrupt", aggregateID, r.Topic, r.Partition, r.Offset, r.Key, e.Subject)
-				return
+				derr = fmt.Errorf("reading history of %q: event at %s/%d offset %d is keyed %q but its subject is %q: the events topic is corrupt", aggregateID, events, r.Partition, r.Offset, r.AggregateID, e.Subject)
+				return derr
 			}
 			out = append(out, e)
-		})
-		if derr != nil {
-			return nil, derr
 		}
+		return nil
+	})
+	if derr != nil {
+		return nil, derr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading history of %q: %w", aggregateID, err)
 	}
 	slices.SortStableFunc(out, func(a, b aggregates.Event) int {
 		switch {

@@ -10,6 +10,8 @@ package metrics
 
 import (
 	"context"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,7 @@ type Metrics struct {
 	cacheMisses     *prometheus.CounterVec
 	evictions       *prometheus.CounterVec
 	storeErrors     *prometheus.CounterVec
+	storeRetries    *prometheus.CounterVec
 	leaseLost       *prometheus.CounterVec
 	dlq             *prometheus.CounterVec
 	foreign         *prometheus.CounterVec
@@ -81,10 +84,13 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_cache_evictions_total",
 			Help: "Aggregates evicted from memory once their snapshot was stored."}, []string{"aggregate_type"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_snapshot_store_errors_total",
-			Help: "Failed snapshot-store operations (claim, load, save); saves are retried."}, []string{"operation"}),
+			Help: "Failed snapshot-store operations (claim, load, save, drop): claims, loads and drops after their retries, saves at every failed attempt (the writer retries them)."},
+			[]string{"operation"}),
+		storeRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_snapshot_store_retries_total",
+			Help: "Snapshot-store operations (claim, load, save, drop) tried again after a failure."}, []string{"operation"}),
 		leaseLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_snapshot_store_lease_lost_total",
-			Help: "Partitions whose snapshot-store lease was lost (Redis flushed, rolled back, or the partition claimed by another instance); each is restored from Kafka."},
-			[]string{"aggregate_type"}),
+			Help: "Partitions whose snapshot-store lease was lost, by reason: revoked (the partition had been given away or reset here: ordinary), claimed (another instance claimed a partition this one held), flushed (Redis lost the lease), rolled_back (Redis went back to older data), other. Each is restored from Kafka."},
+			[]string{"aggregate_type", "reason"}),
 		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_dlq_records_total",
 			Help: "Records sent to the dead-letter topic, by code."}, []string{"aggregate_type", "code"}),
 		foreign: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_foreign_writes_total",
@@ -107,14 +113,49 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		ready: prometheus.NewDesc("chronicle_ready",
 			"1 when the instance is ready (as /readyz), else 0.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.commands, m.handling, m.resultLatency, m.txns, m.txnDuration, m.txnCommands,
-		m.restores, m.restoreDuration, m.replayed, m.cacheHits, m.cacheMisses, m.evictions, m.storeErrors, m.leaseLost,
+	version, revision, goVersion := buildInfo()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronicle_build_info",
+		Help:        "Always 1; the labels say which build runs: the module version, the VCS revision (-dirty: built from a modified tree) and the Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion}})
+	build.Set(1)
+	for _, c := range []prometheus.Collector{build, m.commands, m.handling, m.resultLatency, m.txns, m.txnDuration, m.txnCommands,
+		m.restores, m.restoreDuration, m.replayed, m.cacheHits, m.cacheMisses, m.evictions, m.storeErrors, m.storeRetries, m.leaseLost,
 		m.dlq, m.foreign, m} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// buildInfo returns the main module's version and VCS revision as the Go
+// toolchain stamped them into the binary ("unknown" when it did not: a
+// build without module or VCS information), and the Go version.
+func buildInfo() (version, revision, goVersion string) {
+	version, revision, goVersion = "unknown", "unknown", runtime.Version()
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, revision, goVersion
+	}
+	if bi.Main.Version != "" {
+		version = bi.Main.Version
+	}
+	if bi.GoVersion != "" {
+		goVersion = bi.GoVersion
+	}
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			revision = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if modified && revision != "unknown" {
+		revision += "-dirty"
+	}
+	return version, revision, goVersion
 }
 
 // Watch makes the gauges read p.
@@ -174,8 +215,15 @@ func (m *Metrics) SnapshotStoreError(operation string) {
 	m.storeErrors.WithLabelValues(operation).Inc()
 }
 
+// SnapshotStoreRetry implements processor.Observer.
+func (m *Metrics) SnapshotStoreRetry(operation string) {
+	m.storeRetries.WithLabelValues(operation).Inc()
+}
+
 // LeaseLost implements processor.Observer.
-func (m *Metrics) LeaseLost(aggType string) { m.leaseLost.WithLabelValues(aggType).Inc() }
+func (m *Metrics) LeaseLost(aggType, reason string) {
+	m.leaseLost.WithLabelValues(aggType, reason).Inc()
+}
 
 // ForeignWrite implements processor.Observer.
 func (m *Metrics) ForeignWrite(aggType string) { m.foreign.WithLabelValues(aggType).Inc() }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -171,6 +172,9 @@ func TestPrometheusScrapesTheCommandsSent(t *testing.T) {
 	}
 	if ready := promQuery(t, "http://"+promAddr, `chronicle_ready`); ready != 1 {
 		t.Errorf("chronicle_ready = %v, want 1", ready)
+	}
+	if build := promQuery(t, "http://"+promAddr, `chronicle_build_info{goversion="`+runtime.Version()+`"}`); build != 1 {
+		t.Errorf("chronicle_build_info{goversion=%q} = %v, want 1", runtime.Version(), build)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -125,10 +126,17 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	}
 	if res.Code == aggregates.CodeInvariantViolated {
 		p.log.Warn("command rejected: its events would break the aggregate's invariant (a bug in the aggregate)", "command_id", res.CommandID,
-			"command_type", cmd.Type, "aggregate", cmd.AggregateID, "version", res.Version, "reason", res.Reason)
+			"command_type", cmd.Type, "aggregate_type", pt.b.kind.Name(), "aggregate", cmd.AggregateID, "version", res.Version, "reason", res.Reason)
 	}
 	if res.Status == aggregates.StatusInvalid || res.Code == aggregates.CodeHandlerPanic || res.Code == aggregates.CodeUnencodable {
-		p.log.Warn("command sent to the DLQ", "command_id", res.CommandID, "command_type", cmd.Type, "aggregate", cmd.AggregateID, "code", res.Code, "reason", res.Reason)
+		// A panic or an unencodable event is a bug in the aggregate's code,
+		// not in the command: ERROR.
+		level := slog.LevelWarn
+		if res.Code == aggregates.CodeHandlerPanic || res.Code == aggregates.CodeUnencodable {
+			level = slog.LevelError
+		}
+		p.log.Log(ctx, level, "command sent to the DLQ", "command_id", res.CommandID, "command_type", cmd.Type,
+			"aggregate_type", pt.b.kind.Name(), "aggregate", cmd.AggregateID, "code", res.Code, "reason", res.Reason)
 		pt.deadLetter(p, sess, r, &cmd, res.Code, res.Reason)
 		if res.Status == aggregates.StatusInvalid {
 			p.stats.invalid.Add(1)
@@ -187,10 +195,12 @@ func (pt *partition) invalid(p *Processor, sess *kgo.GroupTransactSession, r *kg
 	pt.deadLetter(p, sess, r, cmd, code, reason)
 	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(aggregates.StatusInvalid), 0, time.Since(r.Timestamp))
 	if cmd.ID != (ulid.ULID{}) {
-		p.log.Warn("command sent to the DLQ", "command_id", cmd.ID.String(), "command_type", cmd.Type, "aggregate", cmd.AggregateID, "code", code, "reason", reason)
+		p.log.Warn("command sent to the DLQ", "command_id", cmd.ID.String(), "command_type", cmd.Type,
+			"aggregate_type", pt.b.kind.Name(), "aggregate", cmd.AggregateID, "code", code, "reason", reason)
 	}
 	if cmd.ID == (ulid.ULID{}) {
-		p.log.Warn("command without a readable id sent to the DLQ", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason)
+		p.log.Warn("command without a readable id sent to the DLQ", "aggregate_type", pt.b.kind.Name(), "topic", r.Topic, "partition", r.Partition,
+			"offset", r.Offset, "code", code, "reason", reason)
 		return
 	}
 	res := aggregates.Result{CommandID: cmd.ID.String(), CommandType: cmd.Type, AggregateType: pt.b.kind.Name(),

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -17,6 +18,7 @@ type partition struct {
 	st       *aggState
 	restored atomic.Bool
 	stopped  atomic.Pointer[StoppedError] // set when the running code cannot restore it
+	phase    atomic.Pointer[string]       // what its restore is doing, for Status
 	done     chan struct{}                // closed when the partition is revoked or reset
 	once     sync.Once
 
@@ -74,6 +76,12 @@ func (p *Processor) newState(b *binding, id int32) *aggState {
 }
 
 func (pt *partition) isRestored() bool { return pt.restored.Load() }
+
+// setPhase records what the partition's restore is doing now.
+func (pt *partition) setPhase(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	pt.phase.Store(&s)
+}
 
 func (pt *partition) close() {
 	pt.once.Do(func() {

@@ -90,7 +90,10 @@ type Processor struct {
 
 	ready     chan struct{} // closed once the topics exist and the group is joined
 	readyOnce sync.Once
-	running   atomic.Bool // a session runs (for Status)
+	// For Status and Readiness: Run is running, it created or checked the
+	// topics, and a session runs (its transactional producer initialised;
+	// the group is joined once assignment is set too).
+	started, topicsValid, running atomic.Bool
 
 	promiseFn func(*kgo.Record, error) // p.promise, bound once: a method value allocates
 }
@@ -137,6 +140,9 @@ func (p *Processor) kafkaOpts(extra ...kgo.Opt) []kgo.Opt {
 // fit). Failures while running (broker outages, fenced transactions) are
 // logged and recovered from by starting a new session.
 func (p *Processor) Run(ctx context.Context) error {
+	p.started.Store(true)
+	defer p.started.Store(false)
+	defer p.topicsValid.Store(false)
 	base, err := kgo.NewClient(p.kafkaOpts()...)
 	if err != nil {
 		return fmt.Errorf("creating kafka client: %w", err)
@@ -166,6 +172,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		p.log.Info("topics ready", "prefix", b.names.Prefix, "partitions", n, "group", p.cfg.Group)
 	}
+	p.topicsValid.Store(true)
 	p.readyOnce.Do(func() { close(p.ready) })
 	// The writer outlives sessions: checkpoints taken when a session ends
 	// (revokes) are still written after it.
@@ -194,7 +201,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		if errors.Is(err, errFatal) {
 			return err
 		}
-		p.log.Error("processing session failed; starting a new one", "err", err, "retry_in", backoff)
+		p.log.Error("processing session failed; starting a new one", "err", err, durationAttr("retry_in", backoff))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -736,6 +743,7 @@ func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 	p.restoreWG.Add(1)
 	go func() {
 		defer p.restoreWG.Done()
+		part.setPhase("waiting for this instance's transactional producer to fence its predecessor")
 		select {
 		case <-fenced:
 		case <-ctx.Done():
@@ -766,7 +774,8 @@ func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 					"topic", stop.Topic, "partition", stop.Partition, "offset", stop.Offset, "event_type", stop.Type, "schema_version", stop.SchemaVersion, "err", stop.Err)
 				return
 			}
-			p.log.Error("restoring partition failed; retrying", "topic", part.b.names.Events, "partition", part.id, "err", err, "retry_in", backoff)
+			part.setPhase("restoring failed, retrying in %s: %v", backoff, err)
+			p.log.Error("restoring partition failed; retrying", "topic", part.b.names.Events, "partition", part.id, "err", err, durationAttr("retry_in", backoff))
 			select {
 			case <-ctx.Done():
 				return
@@ -860,10 +869,35 @@ type kgoLogger struct{ l *slog.Logger }
 func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 
 func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	if level > kgo.LogLevelWarn {
+		return
+	}
+	keyvals = withDurationUnits(keyvals)
 	switch level {
 	case kgo.LogLevelError:
 		k.l.Error("kafka: "+msg, keyvals...)
 	case kgo.LogLevelWarn:
 		k.l.Warn("kafka: "+msg, keyvals...)
 	}
+}
+
+// withDurationUnits returns keyvals with every time.Duration value as its
+// string ("250ms"), so that its unit shows in every slog handler; keyvals
+// is copied, not changed, when there is one.
+func withDurationUnits(keyvals []any) []any {
+	var out []any
+	for i := 1; i < len(keyvals); i += 2 {
+		d, ok := keyvals[i].(time.Duration)
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(keyvals)
+		}
+		out[i] = d.String()
+	}
+	if out == nil {
+		return keyvals
+	}
+	return out
 }

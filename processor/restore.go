@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -85,7 +86,8 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 	s.complete.Store(start == 0)
 	n, err := s.replay(ctx, src, start, end)
 	if start > 0 && errors.Is(err, errUntrusted) {
-		s.log.Warn("snapshots cannot be trusted; falling back to a full replay of the partition", "events", src.name(), "err", err)
+		s.log.Warn("snapshots cannot be trusted; falling back to a full replay of the partition",
+			"aggregate_type", s.kind.Name(), "partition", s.part, "events", src.name(), "reason", err)
 		s.stats.fallbacks.Add(1)
 		rep.fallback = true
 		s.cache, s.unsaved = newCache(), map[string]struct{}{}
@@ -94,8 +96,11 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 		epoch := s.epoch
 		s.claimed = false // until the store is emptied: nothing is loaded from it
 		s.mu.Unlock()
-		if s.claimEmpty(ctx, epoch) == nil {
+		if err := s.claimEmpty(ctx, epoch); err == nil {
 			s.setClaimed(epoch)
+		} else {
+			s.log.Warn("snapshot store unavailable; the full replay goes on without it, snapshots resume when it is back",
+				"aggregate_type", s.kind.Name(), "partition", s.part, "err", err)
 		}
 		start = 0
 		n, err = s.replay(ctx, src, 0, end)
@@ -143,7 +148,7 @@ func (s *aggState) claim(ctx context.Context, end int64, full bool) int64 {
 		ok  bool
 		err error
 	)
-	err = s.retry(ctx, func() error {
+	err = s.retry(ctx, "claim", func() error {
 		cp, ok, err = s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
 		return err
 	})
@@ -269,10 +274,15 @@ func (s *aggState) stop(src eventSource, r rawEvent, err error) error {
 // snapshot store), once no transaction is open on that partition.
 func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	events := pt.b.names.Events
-	end, err := p.stableEnd(ctx, events, pt.id)
+	pt.setPhase("reading the end of %s/%d", events, pt.id)
+	end, err := p.stableEnd(ctx, events, pt.id, func(stable, high int64) {
+		pt.setPhase("waiting for an open transaction on %s/%d to end (stable offset %d, end offset %d; at most the transaction timeout, %s)",
+			events, pt.id, stable, high, p.cfg.TransactionTimeout)
+	})
 	if err != nil {
 		return err
 	}
+	pt.setPhase("replaying %s/%d up to offset %d", events, pt.id, end)
 	began := time.Now()
 	rep, err := pt.st.restore(ctx, kafkaEvents{p: p, events: events, part: pt.id}, end, pt.forceFull)
 	if errors.Is(err, errUntrusted) {
@@ -291,7 +301,7 @@ func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	p.cfg.Observer.Restored(pt.b.kind.Name(), mode, time.Since(began), rep.replayed)
 	pt.st.gauges.cached.Store(int64(pt.st.cache.len()))
 	p.log.Info("partition restored", "topic", events, "partition", pt.id, "mode", rep.mode, "from_offset", rep.from, "end_offset", end,
-		"events", rep.replayed, "cached", pt.st.cache.len(), "took", time.Since(began))
+		"events", rep.replayed, "cached", pt.st.cache.len(), durationAttr("took", time.Since(began)))
 	return nil
 }
 
@@ -378,7 +388,7 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 		}
 		if time.Since(lastProgress) > 10*time.Second && time.Since(lastLog) > 10*time.Second {
 			k.p.log.Warn("restore is waiting for events that do not arrive", "events", k.name(), "next_offset", next, "end_offset", end,
-				"waited", time.Since(lastProgress).Round(time.Second))
+				durationAttr("waited", time.Since(lastProgress).Round(time.Second)))
 			lastLog = time.Now()
 		}
 	}
@@ -389,8 +399,9 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, fn func([]rawEve
 // on it (its last stable offset equals its high watermark). A predecessor's in-doubt
 // transaction either commits, and its events are replayed, or aborts;
 // restoring before it ends could miss events. While it waits it logs what
-// it waits on, every 10 seconds.
-func (p *Processor) stableEnd(ctx context.Context, topic string, part int32) (int64, error) {
+// it waits on, every 10 seconds, and tells waiting each time it finds a
+// transaction open.
+func (p *Processor) stableEnd(ctx context.Context, topic string, part int32, waiting func(stable, high int64)) (int64, error) {
 	began, lastLog := time.Now(), time.Time{}
 	for {
 		stable, err := p.adm.ListCommittedOffsets(ctx, topic)
@@ -412,9 +423,16 @@ func (p *Processor) stableEnd(ctx context.Context, topic string, part int32) (in
 		if s.Offset >= h.Offset {
 			return h.Offset, nil
 		}
+		waiting(s.Offset, h.Offset)
 		if time.Since(lastLog) >= 10*time.Second {
-			p.log.Info("waiting for an open transaction on the events partition to end before restoring", "topic", topic, "partition", part,
-				"stable_offset", s.Offset, "end_offset", h.Offset, "waited", time.Since(began).Round(time.Millisecond), "bound", p.cfg.TransactionTimeout)
+			// The partition stays paused meanwhile: WARN once it lasts.
+			level := slog.LevelInfo
+			if time.Since(began) >= 10*time.Second {
+				level = slog.LevelWarn
+			}
+			p.log.Log(ctx, level, "waiting for an open transaction on the events partition to end before restoring; the partition stays paused", "topic", topic, "partition", part,
+				"stable_offset", s.Offset, "end_offset", h.Offset, durationAttr("waited", time.Since(began).Round(time.Millisecond)),
+				durationAttr("bound", p.cfg.TransactionTimeout))
 			lastLog = time.Now()
 		}
 		select {

@@ -168,7 +168,7 @@ func (s *aggState) load(ctx context.Context, ids []string) error {
 	}
 	s.stats.snapshotLoads.Add(int64(len(ids)))
 	var snaps map[string]snapshots.Snapshot
-	err = s.retry(ctx, func() error {
+	err = s.retry(ctx, "load", func() error {
 		snaps, err = s.store.LoadLeased(ctx, s.kind.Name(), s.part, lease, ids)
 		return err
 	})
@@ -402,25 +402,33 @@ func (s *aggState) leaseForWrite(ctx context.Context) (snapshots.Lease, error) {
 // corrupt snapshot). Dropping removes the lease too, hence the second
 // claim; a writer of another owner is refused throughout.
 func (s *aggState) claimEmpty(ctx context.Context, epoch string) error {
-	err := s.retry(ctx, func() error {
+	err := s.retry(ctx, "claim", func() error {
 		_, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
 		return err
 	})
-	if err == nil || errors.Is(err, snapshots.ErrCorrupt) {
-		err = s.retry(ctx, func() error { return s.store.DropPartition(ctx, s.kind.Name(), s.part) })
+	if err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+		s.obs.SnapshotStoreError("claim")
+		return err
 	}
-	if err == nil {
-		err = s.retry(ctx, func() error {
-			_, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
-			return err
-		})
+	err = s.retry(ctx, "drop", func() error { return s.store.DropPartition(ctx, s.kind.Name(), s.part) })
+	if err != nil {
+		s.obs.SnapshotStoreError("drop")
+		return err
+	}
+	err = s.retry(ctx, "claim", func() error {
+		_, _, err := s.store.Claim(ctx, s.kind.Name(), s.part, epoch)
+		return err
+	})
+	if err != nil && !errors.Is(err, snapshots.ErrCorrupt) {
+		s.obs.SnapshotStoreError("claim")
 	}
 	return err
 }
 
-// retry runs op, and again after each of s.retries while it fails for
-// another reason than a lost lease or corrupt data.
-func (s *aggState) retry(ctx context.Context, op func() error) error {
+// retry runs fn, store operation op, and again after each of s.retries
+// while it fails for another reason than a lost lease or corrupt data,
+// reporting each retry to the observer.
+func (s *aggState) retry(ctx context.Context, op string, fn func() error) error {
 	var err error
 	for i := 0; i <= len(s.retries); i++ {
 		if i > 0 {
@@ -429,8 +437,9 @@ func (s *aggState) retry(ctx context.Context, op func() error) error {
 				return err
 			case <-time.After(s.retries[i-1]):
 			}
+			s.obs.SnapshotStoreRetry(op)
 		}
-		if err = op(); err == nil || errors.Is(err, snapshots.ErrLeaseLost) || errors.Is(err, snapshots.ErrCorrupt) {
+		if err = fn(); err == nil || errors.Is(err, snapshots.ErrLeaseLost) || errors.Is(err, snapshots.ErrCorrupt) {
 			return err
 		}
 	}
@@ -461,7 +470,7 @@ func (s *aggState) lose(err error) {
 	defer s.mu.Unlock()
 	if s.lost == nil {
 		s.lost = err
-		s.obs.LeaseLost(s.kind.Name())
+		s.obs.LeaseLost(s.kind.Name(), leaseLostReason(err, s.closed.Load()))
 	}
 }
 

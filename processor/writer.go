@@ -163,6 +163,7 @@ func (w *writer) step(ctx context.Context) (ok bool, err error) {
 	defer w.done()
 	err = w.save(ctx, j)
 	if err != nil && !errors.Is(err, errStoreLost) {
+		j.st.obs.SnapshotStoreRetry("save")
 		w.submit(j.st, j.cp, mapValues(j.snaps)) // retried later
 	}
 	return true, err
