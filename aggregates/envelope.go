@@ -75,8 +75,10 @@ func DecodeCommand(b []byte) (Command, error) {
 	var c Command
 	idText, fast := readCommand(b, &w)
 	if !fast {
-		w = commandWire{}
-		if err := json.Unmarshal(b, &w); err != nil {
+		var slow commandWire // a variable of its own, so that w stays on the stack
+		err := json.Unmarshal(b, &slow)
+		w = slow
+		if err != nil {
 			// Try to read at least the id, so the sender can get an answer.
 			var idOnly struct {
 				ID string `json:"id"`
@@ -200,6 +202,10 @@ type eventWire struct {
 	// idText is the id as the fast reader found it, aliasing the document,
 	// instead of ID.
 	idText []byte
+	// version and hasVersion are the aggregate version as decodeWire
+	// returns it, in place of Version.
+	version    int64
+	hasVersion bool
 }
 
 // Encode returns the event's CloudEvents JSON document. The envelope is
@@ -303,8 +309,7 @@ func inRFC3339Range(t time.Time) bool {
 // aggregate type, its source, its event types), sparing an allocation.
 func decodeEventEnvelope(b []byte, intern map[string]string) (Event, json.RawMessage, error) {
 	var w eventWire
-	var version int64
-	if err := decodeWire(b, &w, &version, intern); err != nil {
+	if err := decodeWire(b, &w, intern); err != nil {
 		return Event{}, nil, &DecodeError{What: "event", Err: err}
 	}
 	e := Event{Type: w.Type, Source: w.Source, Subject: w.Subject, Time: w.Time,
@@ -332,12 +337,12 @@ func decodeEventEnvelope(b []byte, intern map[string]string) (Event, json.RawMes
 	if w.Subject == "" {
 		problems = append(problems, errors.New(`"subject" (the aggregate id) is missing`))
 	}
-	if w.Version == nil {
+	if !w.hasVersion {
 		problems = append(problems, errors.New(`"aggregateversion" is missing`))
-	} else if *w.Version < 0 {
-		problems = append(problems, fmt.Errorf(`"aggregateversion" %d is negative`, *w.Version))
+	} else if w.version < 0 {
+		problems = append(problems, fmt.Errorf(`"aggregateversion" %d is negative`, w.version))
 	} else {
-		e.Version = *w.Version
+		e.Version = w.version
 	}
 	if e.SchemaVersion == 0 {
 		e.SchemaVersion = 1

@@ -77,10 +77,11 @@ func envelopeField(key []byte) int {
 	return -1
 }
 
-// readEnvelope fills w from b as json.Unmarshal would, and reports whether
-// it could. On false, w is partly filled and must be discarded. w.Data
+// readEnvelope fills w from b as json.Unmarshal would (but for the
+// aggregate version, which it sets in w.version and w.hasVersion), and
+// reports whether it could. On false, w is partly filled and must be discarded. w.Data
 // aliases b.
-func readEnvelope(b []byte, w *eventWire, version *int64, intern map[string]string) bool {
+func readEnvelope(b []byte, w *eventWire, intern map[string]string) bool {
 	r := reader{b: b, intern: intern}
 	r.space()
 	if !r.eat('{') {
@@ -107,7 +108,7 @@ func readEnvelope(b []byte, w *eventWire, version *int64, intern map[string]stri
 			return false
 		}
 		r.space()
-		if !r.value(f, w, version) {
+		if !r.value(f, w) {
 			return false
 		}
 		r.space()
@@ -243,7 +244,7 @@ func (r *reader) str(dst *string, known string) bool {
 	return true
 }
 
-func (r *reader) value(f int, w *eventWire, version *int64) bool {
+func (r *reader) value(f int, w *eventWire) bool {
 	switch f {
 	case fSpecVersion:
 		return r.str(&w.SpecVersion, SpecVersion)
@@ -283,11 +284,11 @@ func (r *reader) value(f int, w *eventWire, version *int64) bool {
 		return w.Time.UnmarshalJSON(r.b[start:r.i]) == nil // encoding/json calls the same method
 	case fVersion:
 		if r.literal("null") {
-			w.Version = nil
+			w.hasVersion = false
 			return true
 		}
 		v, ok := r.integer()
-		*version, w.Version = v, version
+		w.version, w.hasVersion = v, true // not w.Version: a pointer would put it on the heap
 		return ok
 	case fSchemaVersion:
 		if r.literal("null") {
@@ -448,10 +449,10 @@ func (r *reader) validNumber() bool {
 	return true
 }
 
-// decodeWire reads the envelope into w, fast when it can. version is where
-// the fast reader keeps the aggregate version w.Version points to.
-func decodeWire(b []byte, w *eventWire, version *int64, intern map[string]string) error {
-	if readEnvelope(b, w, version, intern) {
+// decodeWire reads the envelope into w, fast when it can. The aggregate
+// version is in w.version and w.hasVersion, not w.Version.
+func decodeWire(b []byte, w *eventWire, intern map[string]string) error {
+	if readEnvelope(b, w, intern) {
 		return nil
 	}
 	var slow eventWire // a variable of its own, so that w stays on the stack
@@ -459,6 +460,9 @@ func decodeWire(b []byte, w *eventWire, version *int64, intern map[string]string
 		return err
 	}
 	*w = slow
+	if slow.Version != nil {
+		w.version, w.hasVersion = *slow.Version, true
+	}
 	return nil
 }
 

@@ -64,13 +64,17 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		pt.invalid(p, sess, r, &cmd, aggregates.CodeTooLarge, fmt.Sprintf("command is %d bytes, the limit is %d: split it or raise --max-command-bytes", len(r.Value), p.cfg.MaxCommandBytes))
 		return
 	}
-	cmd, err := aggregates.DecodeCommand(r.Value)
+	// The partition's one Command, reused: nothing keeps a command past its
+	// handling, and one of its own would be an allocation per command.
+	cmd := &pt.cmd
+	var err error
+	*cmd, err = aggregates.DecodeCommand(r.Value)
 	if err != nil {
-		pt.invalid(p, sess, r, &cmd, aggregates.CodeMalformed, err.Error())
+		pt.invalid(p, sess, r, cmd, aggregates.CodeMalformed, err.Error())
 		return
 	}
 	if string(r.Key) != cmd.AggregateID {
-		pt.invalid(p, sess, r, &cmd, aggregates.CodeKeyMismatch, fmt.Sprintf("record key %q does not match aggregate_id %q: key commands by their aggregate id", truncate(r.Key), cmd.AggregateID))
+		pt.invalid(p, sess, r, cmd, aggregates.CodeKeyMismatch, fmt.Sprintf("record key %q does not match aggregate_id %q: key commands by their aggregate id", truncate(r.Key), cmd.AggregateID))
 		return
 	}
 	if owner := p.owner.Of(r.Key, pt.b.n); owner != pt.id {
@@ -81,7 +85,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		p.produce(sess, fwd)
 		return
 	}
-	span, traceParent := p.traceCommand(ctx, r, &cmd, pt.b.kind.Name())
+	span, traceParent := p.traceCommand(ctx, r, cmd, pt.b.kind.Name())
 	if span != nil {
 		defer span.End()
 	}
@@ -102,10 +106,10 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	if !p.cfg.realClock {
 		stamp = p.cfg.Now()
 	}
-	d, err := execute(a, &cmd, stamp, &pt.out)
+	d, err := execute(a, cmd, stamp, &pt.out)
 	a.ClearChanges()
 	events := d.Events
-	res := aggregates.ResultFor(&cmd, pt.b.kind.Name(), a.Version(), events, err)
+	res := aggregates.ResultFor(cmd, pt.b.kind.Name(), a.Version(), events, err)
 	for i := range events {
 		rec := pt.out.record()
 		rec.Topic, rec.Partition, rec.Value = pt.b.names.Events, pt.id, d.Encoded[i]
@@ -137,7 +141,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		}
 		p.log.Log(ctx, level, "command sent to the DLQ", "command_id", res.CommandID, "command_type", cmd.Type,
 			"aggregate_type", pt.b.kind.Name(), "aggregate", cmd.AggregateID, "code", res.Code, "reason", res.Reason)
-		pt.deadLetter(p, sess, r, &cmd, res.Code, res.Reason)
+		pt.deadLetter(p, sess, r, cmd, res.Code, res.Reason)
 		if res.Status == aggregates.StatusInvalid {
 			p.stats.invalid.Add(1)
 		}

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/aggregates"
 )
 
 // partition is one assigned commands partition: its aggregate state and
@@ -24,7 +26,8 @@ type partition struct {
 
 	forceFull bool // the next restore must replay everything
 
-	out arena // what the worker produces: records and their keys and values
+	out arena              // what the worker produces: records and their keys and values
+	cmd aggregates.Command // the command being handled (see handle)
 }
 
 // arena hands out the records a partition's worker produces, and the bytes
