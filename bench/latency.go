@@ -123,8 +123,11 @@ func (r *run) latency(ctx context.Context, names topics.Names, rn *running, shar
 	case <-ctx.Done():
 		return lat, ctx.Err()
 	}
-	if err := rn.wait(ctx, "the processor", func() bool { return true }); err != nil {
-		return lat, err
+	select {
+	case err := <-rn.done:
+		rn.done <- err
+		return lat, fmt.Errorf("the processor stopped while latency was measured: %v", err)
+	default:
 	}
 	ds := make([]time.Duration, 0, n)
 	for i := range got {
