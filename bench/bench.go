@@ -22,9 +22,10 @@
 //     and a state record to the command's partition, a result keyed by the
 //     command id), of the same sizes, committing every CommitEvery records.
 //   - latency: at each share of Chronicle's measured rate, commands are sent
-//     at that rate (paced every millisecond) for LatencyDuration while the
-//     same processor runs; each one's latency is the time from its send to
-//     its result being read (read_committed).
+//     at that rate (paced every millisecond, by a producer lingering 1ms as
+//     producers batch) for LatencyDuration while the same processor runs;
+//     each one's latency is the time from its Produce call (linger
+//     included) to its result being read (read_committed).
 //   - restore: ReplayEvents order events (100 per order) are written to a
 //     one-partition events topic; a processor with an in-memory snapshot
 //     store restores the first ReplayEvents-CheckpointBack of them and

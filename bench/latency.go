@@ -79,7 +79,7 @@ func (r *run) latency(ctx context.Context, names topics.Names, rn *running, shar
 		}
 	}()
 
-	producer, err := kgo.NewClient(append(r.opts[:len(r.opts):len(r.opts)], kgo.RecordPartitioner(topics.Partitioner()), kgo.ProducerLinger(0))...)
+	producer, err := kgo.NewClient(append(r.opts[:len(r.opts):len(r.opts)], kgo.RecordPartitioner(topics.Partitioner()), kgo.ProducerLinger(time.Millisecond))...)
 	if err != nil {
 		return lat, fmt.Errorf("creating the producer: %w", err)
 	}
