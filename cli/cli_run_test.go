@@ -17,6 +17,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/topics"
 )
@@ -24,12 +25,7 @@ import (
 // TestRunWithSASLAndRedisAuth runs the production service against a
 // SASL-protected broker and a password-protected redis-server.
 func TestRunWithSASLAndRedisAuth(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "admin", "s3cret-kafka"),
-		kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "admin", "s3cret-kafka"))
 	rs := redistest.Start(t, redistest.WithPassword("s3cret-redis"))
 	brokers := strings.Join(c.ListenAddrs(), ",")
 	redisURL := rs.URL()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/pgtest"
 	"github.com/chronicle-es/chronicle/internal/syncbuf"
 	"github.com/chronicle-es/chronicle/topics"
@@ -72,12 +73,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	srv := pgtest.Start(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond),
-		kfake.SeedTopics(partitions, topics.For("orders").All()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t, kafkatest.Topics(partitions, "orders"))
 	pool, err := pgxpool.New(context.Background(), srv.URL())
 	if err != nil {
 		t.Fatal(err)
