@@ -51,7 +51,8 @@ type Process struct {
 // Start starts cmd (its Stdout and Stderr must be unset) and returns at
 // once. The kernel kills the process if the test binary dies first. At the
 // end of the test a process still running is stopped with SIGINT, as
-// Ctrl-C would, and the test fails unless it then exits with status 0.
+// Ctrl-C would, and the test fails unless it then exits with status 0; a
+// process that exited before is left for the test to judge (Err).
 func Start(t testing.TB, cmd *exec.Cmd) *Process {
 	t.Helper()
 	p := &Process{cmd: cmd, done: make(chan struct{})}
@@ -67,6 +68,11 @@ func Start(t testing.TB, cmd *exec.Cmd) *Process {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		select {
+		case <-p.done: // it exited on its own: how is for the test to judge (Err)
+			return
+		default:
+		}
 		if err := p.Stop(os.Interrupt); err != nil {
 			t.Errorf("%s: %v\n%s", p.name(), err, p.Output())
 		}
