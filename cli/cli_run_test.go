@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -76,17 +77,24 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 			t.Errorf("want a Redis error without the password:\n%s", out)
 		}
 	})
-	for i, tc := range []struct{ name, redisURL string }{
-		{"right credentials process commands", redisURL},
+	for i, tc := range []struct {
+		name, redisURL string
+		redisDown      bool
+	}{
+		{"right credentials process commands", redisURL, false},
 		// Redis only speeds restores up: run starts without it.
-		{"Redis down at start still processes commands", "redis://127.0.0.1:1/0"},
+		{"Redis down at start still processes commands", "redis://127.0.0.1:1/0", true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { runAndSend(t, run, c, tc.redisURL, fmt.Sprintf("o-sasl-%d", i)) })
+		t.Run(tc.name, func(t *testing.T) { runAndSend(t, run, c, tc.redisURL, fmt.Sprintf("o-sasl-%d", i), tc.redisDown) })
 	}
 }
 
-// runAndSend starts run and sends one CreateOrder through it.
-func runAndSend(t *testing.T, run func(t *testing.T, kafkaPass, redisURL string) *proctest.Process, c *kfake.Cluster, redisURL, orderID string) {
+// goRedisDefault matches a line of go-redis's default logger.
+var goRedisDefault = regexp.MustCompile(`(?m)^redis: \d{4}/\d\d/\d\d `)
+
+// runAndSend starts run and sends one CreateOrder through it. With Redis
+// down, go-redis logs its failed dials.
+func runAndSend(t *testing.T, run func(t *testing.T, kafkaPass, redisURL string) *proctest.Process, c *kfake.Cluster, redisURL, orderID string, redisDown bool) {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -98,6 +106,13 @@ func runAndSend(t *testing.T, run func(t *testing.T, kafkaPass, redisURL string)
 			}
 			if strings.Contains(out(), "s3cret") {
 				t.Errorf("a secret appears in the logs:\n%s", out())
+			}
+			// go-redis's own lines (its failed dials) come through run's logger.
+			if goRedisDefault.MatchString(out()) {
+				t.Errorf("go-redis printed its own log lines, not through run's logger:\n%s", out())
+			}
+			if redisDown && !strings.Contains(out(), `"msg":"connection pool: failed to dial`) {
+				t.Errorf("run's log has no go-redis line about the failed dials:\n%s", out())
 			}
 		}()
 		k := client.Kafka{Brokers: c.ListenAddrs(), Options: []kgo.Opt{kgo.SASL(scram.Auth{User: "admin", Pass: "s3cret-kafka"}.AsSha256Mechanism())}}
