@@ -54,7 +54,6 @@ func newProducer(t testing.TB, c *kfake.Cluster) *client.Producer {
 	return p
 }
 
-
 // fakeProcessor stands in for the real processor: it reads commands, runs
 // them on in-memory aggregates, and writes their events (to the aggregate's
 // command partition, keyed id@version) and results (keyed by command id,
