@@ -14,6 +14,7 @@ import (
 
 	"github.com/chronicle-es/chronicle/admin"
 	"github.com/chronicle-es/chronicle/aggregates/order"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/processor"
 	"github.com/chronicle-es/chronicle/topics"
 )
@@ -29,16 +30,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t)
 	e := &env{c: c, names: topics.For("orders")}
 	cl := e.client(t)
 	if _, err := topics.Ensure(context.Background(), cl, e.names, topics.Spec{Partitions: 2, ReplicationFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	e.p, err = processor.New(processor.Config{
 		Brokers: c.ListenAddrs(), Group: "readyz", TransactionalID: "readyz-1",
 		Aggregates: []processor.Binding{{Kind: order.Definition(), Prefix: "orders"}}, Partitions: 2,
@@ -61,12 +59,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
+	return kafkatest.Client(t, e.c, append([]kgo.Opt{kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
 }
 
 // run runs the processor until the test ends.

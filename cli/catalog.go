@@ -148,9 +148,9 @@ func joinNames(names []string) string {
 
 // example returns, for the help texts and dev's hints, a prefix, an
 // aggregate id, a command type and its data for the first aggregate type:
-// the first command type (by name) that a new aggregate accepts with its
-// data's top-level fields set to sample values ("x", 1, true), or else the
-// first command type.
+// the first command type (by name) that a new aggregate accepts with one of
+// the sample payloads of samplePayloads, or else the first command type with
+// the first sample. The hint a user copies from dev's banner must work.
 func (c catalog) example() (prefix, id, typ, data string) {
 	if len(c.kinds) == 0 {
 		return "PREFIX", "ID", "TYPE", "{}"
@@ -158,55 +158,70 @@ func (c catalog) example() (prefix, id, typ, data string) {
 	k := c.kinds[0]
 	prefix, id, typ, data = defaultPrefix(k), k.Name()[:1]+"-1", "TYPE", "{}"
 	for i, t := range k.CommandTypes() {
-		payload, ok := samplePayload(k, t)
-		if !ok {
-			continue
-		}
-		b, err := json.Marshal(payload)
-		if err != nil {
-			continue
-		}
 		short := strings.TrimPrefix(t, k.Name()+".")
-		if i == 0 {
-			typ, data = short, string(b)
-		}
-		cmd, err := k.NewCommand(id, payload, aggregates.Metadata{})
-		if err != nil {
-			continue
-		}
-		if _, err := k.NewAggregate(id).Execute(&cmd, time.Now()); err == nil {
-			return prefix, id, short, string(b)
+		for j, payload := range samplePayloads(k, t) {
+			b, err := json.Marshal(payload)
+			if err != nil {
+				continue
+			}
+			if i == 0 && j == 0 {
+				typ, data = short, string(b)
+			}
+			cmd, err := k.NewCommand(id, payload, aggregates.Metadata{})
+			if err != nil {
+				continue
+			}
+			if _, err := k.NewAggregate(id).Execute(&cmd, time.Now()); err == nil {
+				return prefix, id, short, string(b)
+			}
 		}
 	}
 	return prefix, id, typ, data
 }
 
-// samplePayload returns a value of the Go type of command type t with its
-// top-level fields set to sample values.
-func samplePayload(k aggregates.Kind, t string) (any, bool) {
+// sampleCode is the second sample of a string field: an upper-case
+// three-letter code, the shape of the ISO codes (currencies, countries)
+// that commands check most often.
+const sampleCode = "EUR"
+
+// samplePayloads returns values of the Go type of command type t to try, in
+// order: first with its exported top-level fields set to sample values
+// ("x", 1, true), then once for each string field with that field set to
+// sampleCode instead.
+func samplePayloads(k aggregates.Kind, t string) []any {
 	zero, err := k.DecodeCommandData(&aggregates.Command{Type: t})
 	if err != nil || zero == nil {
-		return nil, false
+		return nil
 	}
-	v := reflect.New(reflect.TypeOf(zero)).Elem()
-	if v.Kind() == reflect.Struct {
-		for i := range v.NumField() {
-			if !v.Type().Field(i).IsExported() {
-				continue
-			}
-			switch f := v.Field(i); f.Kind() {
-			case reflect.String:
-				f.SetString("x")
-			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-				f.SetInt(1)
-			case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-				f.SetUint(1)
-			case reflect.Float32, reflect.Float64:
-				f.SetFloat(1)
-			case reflect.Bool:
-				f.SetBool(true)
-			}
+	base := reflect.New(reflect.TypeOf(zero)).Elem()
+	if base.Kind() != reflect.Struct {
+		return []any{base.Interface()}
+	}
+	var strs []int
+	for i := range base.NumField() {
+		if !base.Type().Field(i).IsExported() {
+			continue
+		}
+		switch f := base.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+			strs = append(strs, i)
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			f.SetInt(1)
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			f.SetUint(1)
+		case reflect.Float32, reflect.Float64:
+			f.SetFloat(1)
+		case reflect.Bool:
+			f.SetBool(true)
 		}
 	}
-	return v.Interface(), true
+	out := []any{base.Interface()}
+	for _, i := range strs {
+		v := reflect.New(base.Type()).Elem()
+		v.Set(base)
+		v.Field(i).SetString(sampleCode)
+		out = append(out, v.Interface())
+	}
+	return out
 }

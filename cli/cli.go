@@ -49,6 +49,12 @@ func Main(kinds ...aggregates.Kind) {
 // App is a command line serving a set of aggregate types. The zero value
 // of every field but Kinds is a sensible default; Main is App{Kinds:
 // kinds}.Run(ctx, os.Args[1:]).
+//
+// run and dev log with log/slog to Stderr, and route the Redis client's own
+// log lines (go-redis: a failed dial, say) there too. go-redis keeps one
+// logger per process (redis.SetLogger), which each run or dev sets as it
+// starts: a program that runs several at once gets go-redis's lines in the
+// last one's log.
 type App struct {
 	// Kinds are the aggregate types the program serves (dev, run) and
 	// checks commands against (send, history, status). Two kinds with one

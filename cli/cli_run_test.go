@@ -1,11 +1,11 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +17,8 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
+	"github.com/chronicle-es/chronicle/internal/proctest"
 	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/topics"
 )
@@ -24,12 +26,7 @@ import (
 // TestRunWithSASLAndRedisAuth runs the production service against a
 // SASL-protected broker and a password-protected redis-server.
 func TestRunWithSASLAndRedisAuth(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "admin", "s3cret-kafka"),
-		kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "admin", "s3cret-kafka"))
 	rs := redistest.Start(t, redistest.WithPassword("s3cret-redis"))
 	brokers := strings.Join(c.ListenAddrs(), ",")
 	redisURL := rs.URL()
@@ -37,76 +34,85 @@ func TestRunWithSASLAndRedisAuth(t *testing.T) {
 		t.Fatalf("redis URL %q carries no password", redisURL)
 	}
 
-	run := func(ctx context.Context, kafkaPass, redisURL string) (*exec.Cmd, *syncBuffer) {
-		cmd := exec.CommandContext(ctx, binary(t), "run", "--brokers", brokers, "--sasl-mechanism", "SCRAM-SHA-256",
+	run := func(t *testing.T, kafkaPass, redisURL string) *proctest.Process {
+		cmd := exec.Command(binary(t), "run", "--brokers", brokers, "--sasl-mechanism", "SCRAM-SHA-256",
 			"--sasl-user", "admin", "--redis", redisURL, "--transactional-id", "run-test", "--session-timeout", "6s", "--admin-addr", "127.0.0.1:0",
 			"--aggregates", "orders=order", "--partitions", "3", "--log-level", "info")
 		cmd.Env = append(os.Environ(), "CHRONICLE_SASL_PASSWORD="+kafkaPass)
-		out := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		return proctest.Start(t, cmd)
+	}
+	// exited waits for p to exit on its own (a minute at most: a hang
+	// guard) and returns how.
+	exited := func(t *testing.T, p *proctest.Process) error {
+		t.Helper()
+		select {
+		case <-p.Exited():
+			return p.Err()
+		case <-time.After(time.Minute):
+			t.Fatalf("run still runs after a minute\n%s", p.Output())
+			return nil
 		}
-		return cmd, out
 	}
 
 	t.Run("wrong Kafka password fails fast", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		start := time.Now()
-		cmd, out := run(ctx, "wrong", redisURL)
-		err := cmd.Wait()
-		if err == nil || ctx.Err() != nil {
-			t.Fatalf("run with a wrong Kafka password: %v after %v\n%s", err, time.Since(start), out)
+		p := run(t, "wrong", redisURL)
+		out := p.Output
+		if err := exited(t, p); err == nil {
+			t.Fatalf("run with a wrong Kafka password exited 0\n%s", out())
 		}
-		if !strings.Contains(strings.ToLower(out.String()), "sasl") && !strings.Contains(out.String(), "SASL") {
-			t.Errorf("the error does not name SASL:\n%s", out)
+		if !strings.Contains(strings.ToLower(out()), "sasl") {
+			t.Errorf("the error does not name SASL:\n%s", out())
 		}
-		if strings.Contains(out.String(), "wrong") && strings.Contains(out.String(), "password=wrong") {
-			t.Errorf("the password appears in the output:\n%s", out)
+		if strings.Contains(out(), "password=wrong") {
+			t.Errorf("the password appears in the output:\n%s", out())
 		}
 	})
 	t.Run("wrong Redis password fails fast", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
 		bad := strings.Replace(redisURL, "s3cret-redis", "nope", 1)
-		cmd, out := run(ctx, "s3cret-kafka", bad)
-		if err := cmd.Wait(); err == nil || ctx.Err() != nil {
-			t.Fatalf("run with a wrong Redis password: %v\n%s", err, out)
+		p := run(t, "s3cret-kafka", bad)
+		if err := exited(t, p); err == nil {
+			t.Fatalf("run with a wrong Redis password exited 0\n%s", p.Output())
 		}
-		if !strings.Contains(out.String(), "redis") || strings.Contains(out.String(), "nope") {
+		if out := p.Output(); !strings.Contains(out, "redis") || strings.Contains(out, "nope") {
 			t.Errorf("want a Redis error without the password:\n%s", out)
 		}
 	})
-	for i, tc := range []struct{ name, redisURL string }{
-		{"right credentials process commands", redisURL},
+	for i, tc := range []struct {
+		name, redisURL string
+		redisDown      bool
+	}{
+		{"right credentials process commands", redisURL, false},
 		// Redis only speeds restores up: run starts without it.
-		{"Redis down at start still processes commands", "redis://127.0.0.1:1/0"},
+		{"Redis down at start still processes commands", "redis://127.0.0.1:1/0", true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { runAndSend(t, run, c, tc.redisURL, fmt.Sprintf("o-sasl-%d", i)) })
+		t.Run(tc.name, func(t *testing.T) { runAndSend(t, run, c, tc.redisURL, fmt.Sprintf("o-sasl-%d", i), tc.redisDown) })
 	}
 }
 
-// runAndSend starts run and sends one CreateOrder through it.
-func runAndSend(t *testing.T, run func(ctx context.Context, kafkaPass, redisURL string) (*exec.Cmd, *syncBuffer), c *kfake.Cluster, redisURL, orderID string) {
+// goRedisDefault matches a line of go-redis's default logger.
+var goRedisDefault = regexp.MustCompile(`(?m)^redis: \d{4}/\d\d/\d\d `)
+
+// runAndSend starts run and sends one CreateOrder through it. With Redis
+// down, go-redis logs its failed dials.
+func runAndSend(t *testing.T, run func(t *testing.T, kafkaPass, redisURL string) *proctest.Process, c *kfake.Cluster, redisURL, orderID string, redisDown bool) {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		cmd, out := run(ctx, "s3cret-kafka", redisURL)
+		p := run(t, "s3cret-kafka", redisURL)
+		out := p.Output
 		defer func() {
-			_ = cmd.Process.Signal(os.Interrupt)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("run did not stop cleanly on SIGINT: %v\n%s", err, out)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("run did not stop within 30s of SIGINT\n%s", out)
+			if err := p.Stop(os.Interrupt); err != nil {
+				t.Errorf("run on SIGINT: %v\n%s", err, out())
 			}
-			if bytes.Contains([]byte(out.String()), []byte("s3cret")) {
-				t.Errorf("a secret appears in the logs:\n%s", out)
+			if strings.Contains(out(), "s3cret") {
+				t.Errorf("a secret appears in the logs:\n%s", out())
+			}
+			// go-redis's own lines (its failed dials) come through run's logger.
+			if goRedisDefault.MatchString(out()) {
+				t.Errorf("go-redis printed its own log lines, not through run's logger:\n%s", out())
+			}
+			if redisDown && !strings.Contains(out(), `"msg":"connection pool: failed to dial`) {
+				t.Errorf("run's log has no go-redis line about the failed dials:\n%s", out())
 			}
 		}()
 		k := client.Kafka{Brokers: c.ListenAddrs(), Options: []kgo.Opt{kgo.SASL(scram.Auth{User: "admin", Pass: "s3cret-kafka"}.AsSha256Mechanism())}}
@@ -134,7 +140,7 @@ func runAndSend(t *testing.T, run func(ctx context.Context, kafkaPass, redisURL 
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("run did not create the topics: %v\n%s", err, out)
+				t.Fatalf("run did not create the topics: %v\n%s", err, out())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -142,7 +148,7 @@ func runAndSend(t *testing.T, run func(ctx context.Context, kafkaPass, redisURL 
 		defer scancel()
 		res, err := prod.Send(sctx, "orders", cmdEnv)
 		if err != nil || res.Status != aggregates.StatusAccepted {
-			t.Fatalf("result %+v, %v\n%s", res, err, out)
+			t.Fatalf("result %+v, %v\n%s", res, err, out())
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates/ballot"
 	"github.com/chronicle-es/chronicle/aggregates/order"
+	"github.com/chronicle-es/chronicle/internal/proctest"
 	"github.com/chronicle-es/chronicle/internal/syncbuf"
 )
 
@@ -70,10 +70,8 @@ func binary(t *testing.T) string {
 
 // devStack is a `chronicle dev` process.
 type devStack struct {
-	cmd     *exec.Cmd
+	*proctest.Process
 	brokers string
-	out     *syncBuffer
-	done    chan error
 }
 
 // syncBuffer collects output written concurrently.
@@ -82,58 +80,19 @@ type syncBuffer = syncbuf.Buffer
 var kafkaLine = regexp.MustCompile(`kafka:\s+(127\.0\.0\.1:\d+)`)
 
 // startDev runs `chronicle dev` with args and waits until it prints its
-// broker address.
+// broker address. The end of the test stops it as Ctrl-C does and expects a
+// clean exit.
 func startDev(t *testing.T, args ...string) *devStack {
 	t.Helper()
-	cmd := exec.Command(binary(t), append([]string{"dev", "--admin-addr", "127.0.0.1:0"}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &devStack{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = d.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			d.out.Write([]byte(line + "\n"))
-			if m := kafkaLine.FindStringSubmatch(line); m != nil {
-				found <- m[1]
-			}
-		}
-	}()
-	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(func() { d.stop(t) })
-	select {
-	case d.brokers = <-found:
-	case err := <-d.done:
-		t.Fatalf("chronicle dev exited early: %v\n%s", err, d.out)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("chronicle dev did not come up in 60s:\n%s", d.out)
-	}
-	return d
+	p := proctest.Start(t, exec.Command(binary(t), append([]string{"dev", "--admin-addr", "127.0.0.1:0"}, args...)...))
+	return &devStack{Process: p, brokers: p.WaitFor(t, kafkaLine, time.Minute)[1]}
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop stops dev as Ctrl-C does and expects a clean exit.
 func (d *devStack) stop(t *testing.T) {
 	t.Helper()
-	if d.cmd.ProcessState != nil {
-		return
-	}
-	_ = d.cmd.Process.Signal(os.Interrupt)
-	select {
-	case err := <-d.done:
-		d.done <- err
-		if err != nil {
-			t.Errorf("chronicle dev exited with %v\n%s", err, d.out)
-		}
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		t.Errorf("chronicle dev did not stop within 30s of SIGINT\n%s", d.out)
+	if err := d.Stop(os.Interrupt); err != nil {
+		t.Errorf("chronicle dev: %v\n%s", err, d.Output())
 	}
 }
 
@@ -195,13 +154,7 @@ var adminLine = regexp.MustCompile(`admin:\s+http://(127\.0\.0\.1:\d+)/`)
 // stack after commands were handled.
 func TestStatusShowsOwnersLagAndReadiness(t *testing.T) {
 	d := startDev(t, "--kafka-addr", "127.0.0.1:0", "--in-memory")
-	var m []string
-	for deadline := time.Now().Add(10 * time.Second); m == nil; time.Sleep(20 * time.Millisecond) {
-		// startDev returns on the kafka line; the admin line follows it.
-		if m = adminLine.FindStringSubmatch(d.out.String()); m == nil && time.Now().After(deadline) {
-			t.Fatalf("dev printed no admin address:\n%s", d.out)
-		}
-	}
+	m := d.WaitFor(t, adminLine, 10*time.Second) // startDev returns on the kafka line; the admin line follows it
 	for i := range 3 {
 		if out, errOut, code := chronicle(t, "", "send", "--brokers", d.brokers, "--wait", "orders", fmt.Sprintf("o-%d", i), "CreateOrder", `{"user_id":"u-1"}`); code != 0 {
 			t.Fatalf("send: exit %d\n%s%s", code, out, errOut)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -13,18 +12,8 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
+	"github.com/chronicle-es/chronicle/internal/proctest"
 )
-
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // cloudEvent is the part of a CloudEvents document the tests look at.
 type cloudEvent struct {
@@ -48,7 +37,7 @@ type historyDoc struct {
 // restarts dev on the same data directory and port and reads the history
 // again.
 func TestSendTailAndHistoryAgainstDevSurviveARestart(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := proctest.FreeAddr(t)
 	dataDir := t.TempDir()
 	d := startDev(t, "--kafka-addr", addr, "--data-dir", dataDir)
 	b := d.brokers
@@ -231,7 +220,7 @@ func TestSendTailAndHistoryAgainstDevSurviveARestart(t *testing.T) {
 // Kafka is contacted: the brokers given do not exist, and every error names
 // the line and what to fix.
 func TestSendRefusesBadCommandsLocally(t *testing.T) {
-	nowhere := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	nowhere := proctest.FreeAddr(t)
 	cases := []struct {
 		name  string
 		stdin string

@@ -75,6 +75,7 @@ func runDev(ctx context.Context, args []string, s *session) int {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsWithUnits}))
+	routeRedisLogs(logger)
 	observer, startAdmin, kafkaMetrics, err := adm.instrument(ctx, logger)
 	if err != nil {
 		return fail(s, "dev", err)

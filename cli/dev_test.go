@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chronicle-es/chronicle/internal/proctest"
 )
 
 // TestDevBrokerOnlyKeepsItsDataAcrossASIGTERMRestart runs `chronicle dev
@@ -17,7 +19,7 @@ import (
 // it with SIGTERM and starts it again on the same address and data
 // directory: the records written before are still there.
 func TestDevBrokerOnlyKeepsItsDataAcrossASIGTERMRestart(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := proctest.FreeAddr(t)
 	dataDir := t.TempDir()
 	args := []string{"--broker-only", "--kafka-addr", addr, "--data-dir", dataDir}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -27,8 +29,8 @@ func TestDevBrokerOnlyKeepsItsDataAcrossASIGTERMRestart(t *testing.T) {
 	if d.brokers != addr {
 		t.Fatalf("dev --broker-only listens on %s, want %s", d.brokers, addr)
 	}
-	if !strings.Contains(d.out.String(), "(broker only)") {
-		t.Errorf("dev --broker-only does not say it runs the broker only:\n%s", d.out)
+	if !strings.Contains(d.Output(), "(broker only)") {
+		t.Errorf("dev --broker-only does not say it runs the broker only:\n%s", d.Output())
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
@@ -50,20 +52,11 @@ func TestDevBrokerOnlyKeepsItsDataAcrossASIGTERMRestart(t *testing.T) {
 	}
 	cl.Close()
 
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := d.Stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("dev --broker-only on SIGTERM: %v\n%s", err, d.Output())
 	}
-	select {
-	case err := <-d.done:
-		d.done <- err
-		if err != nil {
-			t.Fatalf("dev --broker-only exited with %v on SIGTERM\n%s", err, d.out)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("dev --broker-only did not stop within 30s of SIGTERM\n%s", d.out)
-	}
-	if !strings.Contains(d.out.String(), "chronicle dev stopped") {
-		t.Errorf("dev --broker-only did not say it stopped:\n%s", d.out)
+	if !strings.Contains(d.Output(), "chronicle dev stopped") {
+		t.Errorf("dev --broker-only did not say it stopped:\n%s", d.Output())
 	}
 
 	d2 := startDev(t, args...)
@@ -106,7 +99,7 @@ func TestASecondDevOnTheSameDataDirectoryFailsAtOnce(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("the second dev exited %d, want 1\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
-	want := fmt.Sprintf("chronicle dev: data directory in use: %s is held by another chronicle dev (pid %d): stop that one, or give this one another directory with --data-dir", dataDir, d.cmd.Process.Pid)
+	want := fmt.Sprintf("chronicle dev: data directory in use: %s is held by another chronicle dev (pid %d): stop that one, or give this one another directory with --data-dir", dataDir, d.Pid())
 	if !strings.Contains(errOut, want) {
 		t.Errorf("the second dev's error lacks %q:\n%s", want, errOut)
 	}

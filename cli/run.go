@@ -78,6 +78,7 @@ func runRun(ctx context.Context, args []string, s *session) int {
 		return fail(s, "run", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(s.err, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsWithUnits}))
+	routeRedisLogs(logger)
 	var store processor.SnapshotStore
 	if *redisURL != "" {
 		rs, err := snapshots.Open(*redisURL)

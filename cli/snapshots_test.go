@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/internal/syncbuf"
 )
@@ -36,11 +35,7 @@ func walletDefinition(apply func(*walletState, walletCredited)) *aggregates.Defi
 func TestSnapshotsVerifyFindsDriftAndReportsNoneOnAHealthyStore(t *testing.T) {
 	released := walletDefinition(func(s *walletState, e walletCredited) { s.Cents += e.Cents })
 	changed := walletDefinition(func(s *walletState, e walletCredited) { s.Cents += e.Cents - 1 })
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t)
 	brokers := c.ListenAddrs()[0]
 	redisURL := redistest.Start(t).URL()
 	app := func(kind aggregates.Kind, out, errOut *syncbuf.Buffer) *App {

@@ -43,8 +43,8 @@ func counterDefinition() *aggregates.Definition[counterState] {
 // tail and history like the built-in types.
 func TestAUserDefinedAggregateGetsEverySubcommand(t *testing.T) {
 	d := startDev(t, "--kafka-addr", "127.0.0.1:0", "--in-memory")
-	if !strings.Contains(d.out.String(), "counters (counter)") {
-		t.Errorf("dev does not serve the counter on prefix counters by default:\n%s", d.out)
+	if !strings.Contains(d.Output(), "counters (counter)") {
+		t.Errorf("dev does not serve the counter on prefix counters by default:\n%s", d.Output())
 	}
 	for i, by := range []string{"2", "3"} {
 		out, errOut, code := chronicle(t, "", "send", "--brokers", d.brokers, "--wait", "counters", "c-1", "Increment", `{"by":`+by+`}`)

@@ -13,6 +13,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -20,37 +21,21 @@ import (
 const partitions = 6
 
 // newCluster starts a one-broker kfake cluster on 127.0.0.1 with the topics
-// of prefixes created. The caller closes it.
+// of prefixes created, for the examples, which have no testing.T. The
+// caller closes it.
 func newCluster(prefixes ...string) (*kfake.Cluster, error) {
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}
-	for _, p := range prefixes {
-		opts = append(opts, kfake.SeedTopics(partitions, topics.For(p).All()...))
-	}
-	c, err := kfake.NewCluster(opts...)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond), kafkatest.Topics(partitions, prefixes...))
 	if err != nil {
 		return nil, fmt.Errorf("starting kfake: %w", err)
 	}
 	return c, nil
 }
 
-// startCluster is newCluster for tests, closed at the end of the test.
+// startCluster starts a cluster with the topics of prefixes created, closed
+// at the end of the test.
 func startCluster(t testing.TB, prefixes ...string) *kfake.Cluster {
 	t.Helper()
-	c, err := newCluster(prefixes...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-// kafkaOf returns the connection settings of c, with group timeouts short
-// enough for tests.
-func kafkaOf(c *kfake.Cluster) client.Kafka {
-	return client.Kafka{Brokers: c.ListenAddrs(), Options: []kgo.Opt{
-		kgo.SessionTimeout(time.Second), kgo.HeartbeatInterval(100 * time.Millisecond),
-		kgo.RebalanceTimeout(2 * time.Second), kgo.FetchMaxWait(200 * time.Millisecond),
-	}}
+	return kafkatest.Start(t, kafkatest.Topics(partitions, prefixes...))
 }
 
 func testContext(t testing.TB, d time.Duration) context.Context {
@@ -61,23 +46,12 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 
 func newProducer(t testing.TB, c *kfake.Cluster) *client.Producer {
 	t.Helper()
-	p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkaOf(c)})
+	p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkatest.Kafka(c)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
 	return p
-}
-
-// newKgo returns a plain franz-go client of c with opts.
-func newKgo(t testing.TB, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
 }
 
 // fakeProcessor stands in for the real processor: it reads commands, runs
@@ -209,7 +183,7 @@ func eventRecord(t testing.TB, prefix string, e aggregates.Event) *kgo.Record {
 // produce writes recs with a client that honours explicit partitions.
 func produce(t testing.TB, c *kfake.Cluster, recs ...*kgo.Record) {
 	t.Helper()
-	cl := newKgo(t, c, kgo.RecordPartitioner(topics.Partitioner()))
+	cl := kafkatest.Client(t, c, kgo.RecordPartitioner(topics.Partitioner()))
 	if err := cl.ProduceSync(testContext(t, 10*time.Second), recs...).FirstErr(); err != nil {
 		t.Fatalf("producing: %v", err)
 	}
@@ -218,7 +192,7 @@ func produce(t testing.TB, c *kfake.Cluster, recs ...*kgo.Record) {
 // produceTxn writes recs in one transaction and commits or aborts it.
 func produceTxn(t testing.TB, c *kfake.Cluster, txnID string, commit bool, recs ...*kgo.Record) {
 	t.Helper()
-	cl := newKgo(t, c, kgo.RecordPartitioner(topics.Partitioner()), kgo.TransactionalID(txnID))
+	cl := kafkatest.Client(t, c, kgo.RecordPartitioner(topics.Partitioner()), kgo.TransactionalID(txnID))
 	ctx := testContext(t, 10*time.Second)
 	if err := cl.BeginTransaction(); err != nil {
 		t.Fatal(err)

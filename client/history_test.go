@@ -12,6 +12,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -47,7 +48,7 @@ func TestReadHistoryReturnsOneAggregatesCommittedEventsInVersionOrder(t *testing
 	produce(t, c, rec(want[4]), rec(tr[2]), rec(want[1])) // want[1] again: a second copy
 	// A transaction left open: its events are not history yet, and
 	// ReadHistory must not wait for it.
-	open := newKgo(t, c, kgo.RecordPartitioner(topics.Partitioner()), kgo.TransactionalID("open"))
+	open := kafkatest.Client(t, c, kgo.RecordPartitioner(topics.Partitioner()), kgo.TransactionalID("open"))
 	if err := open.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestReadHistoryReturnsOneAggregatesCommittedEventsInVersionOrder(t *testing
 	}
 
 	start := time.Now()
-	got, err := client.ReadHistory(testContext(t, 10*time.Second), kafkaOf(c), order.Definition(), "orders", target)
+	got, err := client.ReadHistory(testContext(t, 10*time.Second), kafkatest.Kafka(c), order.Definition(), "orders", target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +85,13 @@ func TestReadHistoryReturnsOneAggregatesCommittedEventsInVersionOrder(t *testing
 func TestReadHistoryOfAnAggregateWithoutEventsIsEmpty(t *testing.T) {
 	c := startCluster(t, "orders")
 	ctx := testContext(t, 10*time.Second)
-	got, err := client.ReadHistory(ctx, kafkaOf(c), order.Definition(), "orders", "nobody")
+	got, err := client.ReadHistory(ctx, kafkatest.Kafka(c), order.Definition(), "orders", "nobody")
 	if err != nil || len(got) != 0 {
 		t.Fatalf("empty partition: %v, %v", got, err)
 	}
 	somebody := sharingPartitionWith(t, "nobody", "order-%d")
 	produce(t, c, eventRecord(t, "orders", orderHistory(t, somebody, 0)[0]))
-	got, err = client.ReadHistory(ctx, kafkaOf(c), order.Definition(), "orders", "nobody")
+	got, err = client.ReadHistory(ctx, kafkatest.Kafka(c), order.Definition(), "orders", "nobody")
 	if err != nil || len(got) != 0 {
 		t.Fatalf("partition of others: %v, %v", got, err)
 	}
@@ -101,7 +102,7 @@ func TestReadHistoryRefusesAHistoryWithAnUndecodableEvent(t *testing.T) {
 	evs := orderHistory(t, "broken", 1)
 	produce(t, c, eventRecord(t, "orders", evs[0]),
 		&kgo.Record{Topic: topics.For("orders").Events, Partition: topics.NewOwner().Of([]byte("broken"), partitions), Key: topics.EventKey("broken", 1), Value: []byte("{")})
-	_, err := client.ReadHistory(testContext(t, 10*time.Second), kafkaOf(c), order.Definition(), "orders", "broken")
+	_, err := client.ReadHistory(testContext(t, 10*time.Second), kafkatest.Kafka(c), order.Definition(), "orders", "broken")
 	if !errors.Is(err, aggregates.ErrMalformed) || !strings.Contains(err.Error(), "offset 1") {
 		t.Fatalf("ReadHistory = %v, want ErrMalformed at offset 1", err)
 	}
@@ -110,7 +111,7 @@ func TestReadHistoryRefusesAHistoryWithAnUndecodableEvent(t *testing.T) {
 func TestReadHistoryArgumentsAndMissingTopic(t *testing.T) {
 	c := startCluster(t)
 	ctx := testContext(t, 5*time.Second)
-	_, err := client.ReadHistory(ctx, kafkaOf(c), order.Definition(), "orders", "x")
+	_, err := client.ReadHistory(ctx, kafkatest.Kafka(c), order.Definition(), "orders", "x")
 	if !errors.Is(err, client.ErrTopicMissing) || !strings.Contains(err.Error(), "orders.events") {
 		t.Errorf("missing topic: %v, want ErrTopicMissing naming orders.events", err)
 	}

@@ -18,13 +18,14 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
 // readTopic reads topic from the start until it has n records.
 func readTopic(t testing.TB, c *kfake.Cluster, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl := newKgo(t, c, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	cl := kafkatest.Client(t, c, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	ctx := testContext(t, 10*time.Second)
 	var out []*kgo.Record
 	for len(out) < n {
@@ -57,7 +58,7 @@ func TestPublishPlacesCommandsInTheMurmur2PartitionOfTheirAggregate(t *testing.T
 	}
 
 	// What a franz-go producer with default settings picks for each key.
-	ref := newKgo(t, c)
+	ref := kafkatest.Client(t, c)
 	want := map[string]int32{}
 	for _, cmd := range cmds {
 		r := &kgo.Record{Topic: topics.For("reference").Commands, Key: []byte(cmd.AggregateID)}
@@ -130,7 +131,7 @@ func TestSendSeesResultsOfAResponderThatAnswersAtOnce(t *testing.T) {
 	c := startCluster(t, "orders")
 	runFakeProcessor(t, c, "orders", fakeOptions{})
 	for i := range 20 {
-		p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkaOf(c)})
+		p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkatest.Kafka(c)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +253,7 @@ func TestSendIgnoresResultsOfAbortedTransactions(t *testing.T) {
 	names := topics.For("orders")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	txn := newKgo(t, c, kgo.TransactionalID("responder"), kgo.ConsumeTopics(names.Commands), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	txn := kafkatest.Client(t, c, kgo.TransactionalID("responder"), kgo.ConsumeTopics(names.Commands), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -298,7 +299,7 @@ func TestSendExplainsAMissingResultsTopic(t *testing.T) {
 
 func TestCloseEndsWaitingSendsAndRefusesNewOnes(t *testing.T) {
 	c := startCluster(t, "orders")
-	p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkaOf(c)})
+	p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkatest.Kafka(c)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +374,7 @@ func TestSendSeesResultsWrittenWhileOffsetsAreListedSlowly(t *testing.T) {
 		return nil, nil, false
 	})
 	for i := range 3 {
-		p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkaOf(c)})
+		p, err := client.NewProducer(client.ProducerConfig{Kafka: kafkatest.Kafka(c)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -37,7 +38,7 @@ func TestScanEventsHandsOutEveryCommittedRecordOnceInOffsetOrderPerPartition(t *
 		t.Helper()
 		got := map[string][]int64{}
 		last := map[int32]int64{}
-		scanned, err := client.ScanEvents(testContext(t, 10*time.Second), kafkaOf(c), client.EventScan{Prefix: "orders", AggregateIDs: ids}, func(batch []client.EventRecord) error {
+		scanned, err := client.ScanEvents(testContext(t, 10*time.Second), kafkatest.Kafka(c), client.EventScan{Prefix: "orders", AggregateIDs: ids}, func(batch []client.EventRecord) error {
 			for _, r := range batch {
 				if prev, seen := last[r.Partition]; seen && r.Offset <= prev {
 					t.Errorf("partition %d: offset %d after %d", r.Partition, r.Offset, prev)

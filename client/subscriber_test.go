@@ -18,6 +18,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/syncbuf"
 	"github.com/chronicle-es/chronicle/topics"
 )
@@ -173,7 +174,7 @@ func TestSubscriberInAGroupHandlesEventsInOrderAndCommitsThem(t *testing.T) {
 	owner := topics.NewOwner()
 	col := newCollector()
 	var overlap atomic.Bool
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "projection", FromBeginning: true,
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "projection", FromBeginning: true,
 		Handler: func(ctx context.Context, e aggregates.Event) error {
 			p := owner.Of([]byte(e.Subject), partitions)
 			if !busy[p].CompareAndSwap(false, true) {
@@ -197,7 +198,7 @@ func TestSubscriberInAGroupHandlesEventsInOrderAndCommitsThem(t *testing.T) {
 	}
 
 	// Run committed every handled event before returning.
-	adm := kadm.NewClient(newKgo(t, c))
+	adm := kadm.NewClient(kafkatest.Client(t, c))
 	ctx := testContext(t, 5*time.Second)
 	committed, err := adm.FetchOffsets(ctx, "projection")
 	if err != nil {
@@ -225,11 +226,11 @@ func TestSubscribersOfOneGroupShareThePartitionsAcrossARebalance(t *testing.T) {
 	first := writeOrders(t, 30, 1)
 	produce(t, c, recordsOf(t, "orders", first)...)
 	a, b := newCollector(), newCollector()
-	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "shared", FromBeginning: true, Handler: a.handle}))
+	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "shared", FromBeginning: true, Handler: a.handle}))
 	if _, err := a.waitFor(testContext(t, 10*time.Second), 60); err != nil {
 		t.Fatal(err)
 	}
-	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "shared", FromBeginning: true, Handler: b.handle}))
+	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "shared", FromBeginning: true, Handler: b.handle}))
 	// Write the next versions while the group rebalances.
 	all := writeOrders(t, 30, 6)
 	ctx := testContext(t, 20*time.Second)
@@ -295,7 +296,7 @@ func TestSubscriberStopsAtAnUndecodableEventAndDoesNotCommitPastIt(t *testing.T)
 
 	col := newCollector()
 	var told []*client.RecordError
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "read-model", FromBeginning: true, Handler: col.handle,
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "read-model", FromBeginning: true, Handler: col.handle,
 		OnError: func(_ context.Context, err *client.RecordError) { told = append(told, err) }})
 	err := s.Run(testContext(t, 10*time.Second))
 	var re *client.RecordError
@@ -314,7 +315,7 @@ func TestSubscriberStopsAtAnUndecodableEventAndDoesNotCommitPastIt(t *testing.T)
 	checkInOrder(t, col.snapshot(), map[string][]aggregates.Event{"order-0": evs[:2]})
 
 	// The group committed up to the undecodable event, not past it.
-	committed, ferr := kadm.NewClient(newKgo(t, c)).FetchOffsets(testContext(t, 5*time.Second), "read-model")
+	committed, ferr := kadm.NewClient(kafkatest.Client(t, c)).FetchOffsets(testContext(t, 5*time.Second), "read-model")
 	if ferr != nil {
 		t.Fatal(ferr)
 	}
@@ -324,7 +325,7 @@ func TestSubscriberStopsAtAnUndecodableEventAndDoesNotCommitPastIt(t *testing.T)
 
 	// The newer release reads it.
 	col2 := newCollector()
-	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "read-model", Decoder: orderV2(), Handler: col2.handle}))
+	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "read-model", Decoder: orderV2(), Handler: col2.handle}))
 	got, err := col2.waitFor(testContext(t, 10*time.Second), 2)
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +357,7 @@ func TestSubscriberWithSkipUndecodableLogsAndGoesOn(t *testing.T) {
 	var bads []*client.RecordError
 	var logs syncbuf.Buffer
 	col := newCollector()
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), FromBeginning: true, Handler: col.handle, SkipUndecodable: true,
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), FromBeginning: true, Handler: col.handle, SkipUndecodable: true,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		OnError: func(_ context.Context, err *client.RecordError) {
 			mu.Lock()
@@ -409,7 +410,7 @@ func TestSubscriberWithoutGroupReadsOnlyTheChosenAggregates(t *testing.T) {
 	want := map[string][]aggregates.Event{"order-3": hist["order-3"], "order-8": hist["order-8"]}
 
 	col := newCollector()
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), FromBeginning: true, AggregateIDs: []string{"order-3", "order-8"}, Handler: col.handle})
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), FromBeginning: true, AggregateIDs: []string{"order-3", "order-8"}, Handler: col.handle})
 	stop := runSubscriber(t, s)
 	if _, err := col.waitFor(testContext(t, 10*time.Second), 6); err != nil {
 		t.Fatal(err)
@@ -433,7 +434,7 @@ func TestSubscriberFromTheEndSkipsOlderEvents(t *testing.T) {
 	old := orderHistory(t, "old", 0)
 	produce(t, c, eventRecord(t, "orders", old[0]))
 	col := newCollector()
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Handler: col.handle})
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Handler: col.handle})
 	runSubscriber(t, s)
 	// The start position is taken when partitions are first fetched;
 	// write until the new event shows up.
@@ -462,7 +463,7 @@ func TestSubscriberSkipsEventsOfAbortedTransactions(t *testing.T) {
 	produceTxn(t, c, "p1", false, eventRecord(t, "orders", a[0]))
 	produceTxn(t, c, "p1", true, eventRecord(t, "orders", b[0]))
 	col := newCollector()
-	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), FromBeginning: true, Handler: col.handle}))
+	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), FromBeginning: true, Handler: col.handle}))
 	got, err := col.waitFor(testContext(t, 10*time.Second), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +482,7 @@ func TestSubscriberStopsOnAHandlerErrorAndResumesThere(t *testing.T) {
 	produce(t, c, recordsOf(t, "orders", hist)...)
 	boom := errors.New("projection database is down")
 	var seen []int64
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "g", FromBeginning: true,
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "g", FromBeginning: true,
 		Handler: func(_ context.Context, e aggregates.Event) error {
 			if e.Version == 3 {
 				return boom
@@ -501,7 +502,7 @@ func TestSubscriberStopsOnAHandlerErrorAndResumesThere(t *testing.T) {
 	}
 
 	col := newCollector()
-	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: "g", Handler: col.handle}))
+	runSubscriber(t, newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "g", Handler: col.handle}))
 	got, err := col.waitFor(testContext(t, 10*time.Second), 3)
 	if err != nil {
 		t.Fatal(err)
@@ -514,7 +515,7 @@ func TestSubscriberStopsOnAHandlerErrorAndResumesThere(t *testing.T) {
 func TestSubscriberTurnsAHandlerPanicIntoAnError(t *testing.T) {
 	c := startCluster(t, "orders")
 	produce(t, c, eventRecord(t, "orders", orderHistory(t, "p", 0)[0]))
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), FromBeginning: true,
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), FromBeginning: true,
 		Handler: func(context.Context, aggregates.Event) error { panic("bug") }})
 	if err := s.Run(testContext(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "panicked: bug") {
 		t.Fatalf("Run = %v, want the panic as an error", err)
@@ -524,7 +525,7 @@ func TestSubscriberTurnsAHandlerPanicIntoAnError(t *testing.T) {
 func TestSubscriberRunReturnsSoonAfterItsContextEnds(t *testing.T) {
 	c := startCluster(t, "orders")
 	for _, group := range []string{"", "g"} {
-		s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Group: group, Handler: newCollector().handle})
+		s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: group, Handler: newCollector().handle})
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		start := time.Now()
 		err := s.Run(ctx)
@@ -562,7 +563,7 @@ func TestSubscriberConfigProblems(t *testing.T) {
 
 func TestSubscriberExplainsAMissingTopic(t *testing.T) {
 	c := startCluster(t)
-	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkaOf(c), Handler: newCollector().handle})
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Handler: newCollector().handle})
 	if err := s.Run(testContext(t, 5*time.Second)); !errors.Is(err, client.ErrTopicMissing) || !strings.Contains(err.Error(), "orders.events") {
 		t.Fatalf("Run = %v, want ErrTopicMissing naming orders.events", err)
 	}

@@ -18,7 +18,8 @@ type metricSpec struct {
 
 // chronicleMetrics is the contract of the admin server's /metrics (issue 9),
 // the only chronicle_* names the alerts and the dashboard may use. Keep it in
-// step with the admin server and with deploy/README.md's metric table.
+// step with deploy/README.md's metric table; metrics_exposed_test.go checks
+// it against what the metrics package registers and a running dev exposes.
 var chronicleMetrics = map[string]metricSpec{
 	"chronicle_commands_total": {counter, []string{"aggregate_type", "command_type", "outcome"},
 		map[string][]string{"outcome": {"accepted", "rejected", "duplicate", "invalid", "forwarded"}}},
@@ -51,6 +52,7 @@ var chronicleMetrics = map[string]metricSpec{
 	"chronicle_partitions_paused": {gauge, []string{"aggregate_type", "reason"},
 		map[string][]string{"reason": {"restoring", "stopped"}}},
 	"chronicle_foreign_writes_total": {counter, []string{"aggregate_type"}, nil},
+	"chronicle_ready":                {gauge, nil, nil},
 	"chronicle_build_info":           {gauge, []string{"version", "revision", "goversion"}, nil},
 }
 

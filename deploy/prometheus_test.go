@@ -12,21 +12,13 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/chronicle-es/chronicle/internal/promtest"
 )
 
 // promtool returns the path of promtool, or skips the test when it is not
 // installed and CHRONICLE_TEST_REQUIRE_PROMETHEUS is unset.
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CHRONICLE_TEST_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("promtool is not installed but CHRONICLE_TEST_REQUIRE_PROMETHEUS is set: apt-get install prometheus")
-		}
-		t.Skip("promtool is not installed (apt-get install prometheus); the Prometheus files are not checked by promtool")
-	}
-	return p
-}
+func promtool(t *testing.T) string { return promtest.Tool(t, "promtool") }
 
 func runPromtool(t *testing.T, args ...string) {
 	t.Helper()

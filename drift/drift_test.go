@@ -15,6 +15,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/client"
 	"github.com/chronicle-es/chronicle/drift"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/processor"
 	"github.com/chronicle-es/chronicle/snapshots"
@@ -81,11 +82,7 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 // added to a few times, and stops it (which checkpoints every partition).
 func newEnv(t *testing.T, n int) *env {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t)
 	srv := redistest.Start(t)
 	store, err := snapshots.Open(srv.URL())
 	if err != nil {
@@ -352,11 +349,7 @@ func TestVerifyFindsAGapInTheHistory(t *testing.T) {
 		evs = append(evs, out...)
 	}
 	p := topics.NewOwner().Of([]byte("gap"), 3)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkatest.Client(t, e.c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	var last int64
 	for _, ev := range []aggregates.Event{evs[0], evs[2]} {
 		v, err := ev.Encode()

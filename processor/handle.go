@@ -29,10 +29,7 @@ const (
 
 // process handles the records of one poll, in offset order.
 func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, recs []*kgo.Record) {
-	if pt.st.store == nil {
-		// Without a store every aggregate is in memory: nothing to load
-		// ahead.
-	} else if err := pt.st.prefetch(ctx, pt.ownedIDs(p, recs)); err != nil {
+	if err := pt.st.lookup(ctx, pt.ownedIDs(p, recs)); err != nil {
 		p.log.Warn("cannot load aggregates from the snapshot store; aborting the transaction and restoring the partition", "partition", pt.id, "err", err)
 		if errors.Is(err, errUntrusted) {
 			pt.forceFull = true

@@ -270,7 +270,12 @@ func (p *Processor) runSession(ctx context.Context) (err error) {
 	p.running.Store(true)
 	defer p.running.Store(false)
 	defer func() {
+		// Under p.mu, so that no restore starts after this (startRestore
+		// runs under p.mu and checks the context): restoreWG.Add must not
+		// race with the Wait below.
+		p.mu.Lock()
 		cancelRestores()
+		p.mu.Unlock()
 		p.restoreWG.Wait()
 		if !p.crashed() {
 			sess.Close() // leaves the group; revokes everything
@@ -740,6 +745,9 @@ func (p *Processor) reset(part *partition, full bool) {
 // p.mu must be held.
 func (p *Processor) startRestore(cl *kgo.Client, part *partition) {
 	ctx, fenced := p.restoreCtx, p.fenced
+	if ctx.Err() != nil {
+		return // the session is ending (see runSession); its partitions are forgotten
+	}
 	p.restoreWG.Add(1)
 	go func() {
 		defer p.restoreWG.Done()

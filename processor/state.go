@@ -125,8 +125,7 @@ var errStoreLost = errors.New("snapshot store cannot be trusted for this partiti
 // get returns the aggregate id: from memory, from the store, or new.
 func (s *aggState) get(ctx context.Context, id string) (*entry, error) {
 	if e := s.cache.get(id); e != nil {
-		s.obs.CacheLookup(s.kind.Name(), true)
-		return e, nil
+		return e, nil // counted by lookup
 	}
 	s.obs.CacheLookup(s.kind.Name(), false)
 	if err := s.load(ctx, []string{id}); err != nil {
@@ -135,15 +134,33 @@ func (s *aggState) get(ctx context.Context, id string) (*entry, error) {
 	return s.cache.get(id), nil
 }
 
+// lookup brings the aggregates a batch of commands addresses into memory
+// with one store read, counting each as a cache hit or miss.
+func (s *aggState) lookup(ctx context.Context, ids []string) error {
+	missing := s.missing(ids)
+	for range len(ids) - len(missing) {
+		s.obs.CacheLookup(s.kind.Name(), true)
+	}
+	for range missing {
+		s.obs.CacheLookup(s.kind.Name(), false)
+	}
+	return s.load(ctx, missing)
+}
+
 // prefetch brings the aggregates ids into memory with one store read.
 func (s *aggState) prefetch(ctx context.Context, ids []string) error {
+	return s.load(ctx, s.missing(ids))
+}
+
+// missing returns the ids that are not in memory.
+func (s *aggState) missing(ids []string) []string {
 	var missing []string
 	for _, id := range ids {
 		if s.cache.entries[id] == nil {
 			missing = append(missing, id)
 		}
 	}
-	return s.load(ctx, missing)
+	return missing
 }
 
 // load brings ids, none of them in memory, into the cache: new when the

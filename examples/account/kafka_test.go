@@ -5,12 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/client"
 	"github.com/chronicle-es/chronicle/examples/account"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -18,20 +18,12 @@ import (
 // to Kafka, is read back from the events topic as version 2.
 func TestAVersion1RecordInTheEventsTopicIsReadAsVersion2(t *testing.T) {
 	const partitions = 3
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics.For("accounts").All()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t, kafkatest.Topics(partitions, "accounts"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
 	const id = "acc-v1-topic"
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(topics.Partitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkatest.Client(t, c, kgo.RecordPartitioner(topics.Partitioner()))
 	part := topics.NewOwner().Of([]byte(id), partitions)
 	rec := func(version int64, doc []byte) *kgo.Record {
 		return &kgo.Record{Topic: topics.For("accounts").Events, Partition: part, Key: topics.EventKey(id, version), Value: doc}

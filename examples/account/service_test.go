@@ -1,23 +1,19 @@
 package account_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/chronicle-es/chronicle/internal/syncbuf"
+	"github.com/chronicle-es/chronicle/internal/proctest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -26,11 +22,7 @@ import (
 // broker's data, then `accounts dev` serves the account type on them, and
 // the user sends commands, tails and reads history.
 func TestTheServiceAsAUserRunsIt(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "accounts")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/accounts")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/accounts: %v\n%s", err, out)
-	}
+	bin := proctest.Build(t, "./cmd/accounts", "accounts")
 	run := func(args ...string) (string, int) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -43,7 +35,7 @@ func TestTheServiceAsAUserRunsIt(t *testing.T) {
 		}
 		return string(out), 0
 	}
-	addr, dataDir := freeAddr(t), t.TempDir()
+	addr, dataDir := proctest.FreeAddr(t), t.TempDir()
 
 	// The release before Deposited version 2 left events in Kafka.
 	broker := start(t, bin, "dev", "--broker-only", "--kafka-addr", addr, "--data-dir", dataDir)
@@ -51,12 +43,14 @@ func TestTheServiceAsAUserRunsIt(t *testing.T) {
 		t.Fatalf("topics accounts --create: exit %d\n%s", code, out)
 	}
 	writeLegacyAccount(t, addr, "acc-legacy-1")
-	broker.stop(t)
+	if err := broker.Stop(os.Interrupt); err != nil {
+		t.Fatalf("accounts dev --broker-only: %v\n%s", err, broker.Output())
+	}
 
 	dev := start(t, bin, "dev", "--kafka-addr", addr, "--data-dir", dataDir, "--admin-addr", "off")
-	dev.waitFor(t, "Press Ctrl-C to stop.") // the last line of its banner
-	if !strings.Contains(dev.out.String(), "accounts (account)") {
-		t.Errorf("dev does not serve the account type on accounts:\n%s", dev.out)
+	dev.WaitFor(t, regexp.MustCompile(`Press Ctrl-C to stop\.`), 30*time.Second) // the last line of its banner
+	if !strings.Contains(dev.Output(), "accounts (account)") {
+		t.Errorf("dev does not serve the account type on accounts:\n%s", dev.Output())
 	}
 	send := func(id, typ, data string) (string, int) {
 		t.Helper()
@@ -138,87 +132,13 @@ func writeLegacyAccount(t *testing.T, addr, id string) {
 	}
 }
 
-// process is a long-running accounts process (dev).
-type process struct {
-	cmd     *exec.Cmd
-	out     *syncbuf.Buffer
-	done    chan error
-	stopped sync.Once
-}
-
 var kafkaAddrLine = regexp.MustCompile(`kafka:\s+127\.0\.0\.1:\d+`)
 
 // start runs bin with args until it prints its Kafka address; the test's
 // end stops it.
-func start(t *testing.T, bin string, args ...string) *process {
+func start(t *testing.T, bin string, args ...string) *proctest.Process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, args...), out: &syncbuf.Buffer{}, done: make(chan error, 1)}
-	p.cmd.Stderr = p.out
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	up := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.out.Write([]byte(sc.Text() + "\n"))
-			if kafkaAddrLine.MatchString(sc.Text()) {
-				close(up)
-			}
-		}
-	}()
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() { p.stop(t) })
-	select {
-	case <-up:
-	case err := <-p.done:
-		t.Fatalf("accounts %v exited early: %v\n%s", args, err, p.out)
-	case <-time.After(time.Minute):
-		t.Fatalf("accounts %v did not come up within a minute\n%s", args, p.out)
-	}
+	p := proctest.Start(t, exec.Command(bin, args...))
+	p.WaitFor(t, kafkaAddrLine, time.Minute)
 	return p
-}
-
-// waitFor waits until the process printed text.
-func (p *process) waitFor(t *testing.T, text string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.out.String(), text); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("accounts printed no %q within 30s:\n%s", text, p.out)
-		}
-	}
-}
-
-// stop ends the process as Ctrl-C does, once.
-func (p *process) stop(t *testing.T) {
-	t.Helper()
-	p.stopped.Do(func() { p.interrupt(t) })
-}
-
-func (p *process) interrupt(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Errorf("accounts exited with %v\n%s", err, p.out)
-		}
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		t.Errorf("accounts did not stop within 30s of Ctrl-C\n%s", p.out)
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

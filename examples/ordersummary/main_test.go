@@ -18,8 +18,9 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/pgtest"
-	"github.com/chronicle-es/chronicle/internal/syncbuf"
+	"github.com/chronicle-es/chronicle/internal/proctest"
 	"github.com/chronicle-es/chronicle/topics"
 )
 
@@ -72,12 +73,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	srv := pgtest.Start(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond),
-		kfake.SeedTopics(partitions, topics.For("orders").All()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := kafkatest.Start(t, kafkatest.Topics(partitions, "orders"))
 	pool, err := pgxpool.New(context.Background(), srv.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -200,14 +196,14 @@ func (w *world) applied() int64 {
 
 // waitApplied waits until at least n events are applied, failing if every
 // instance exited first or after a generous bound.
-func (w *world) waitApplied(n int64, procs ...*proc) {
+func (w *world) waitApplied(n int64, procs ...*proctest.Process) {
 	w.t.Helper()
 	deadline := time.Now().Add(5 * time.Minute) // a bound against hangs, not a speed check
 	for w.applied() < n {
 		alive := false
 		for _, p := range procs {
 			select {
-			case <-p.done:
+			case <-p.Exited():
 			default:
 				alive = true
 			}
@@ -223,7 +219,7 @@ func (w *world) waitApplied(n int64, procs ...*proc) {
 }
 
 // check compares the read model with the replay.
-func (w *world) check(procs ...*proc) {
+func (w *world) check(procs ...*proctest.Process) {
 	w.t.Helper()
 	want, got := w.replay(), w.readModel()
 	if len(got) != len(want) {
@@ -269,61 +265,26 @@ func orderCreated(t *testing.T, id string) aggregates.Event {
 	return evs[0]
 }
 
-// proc is one running ordersummary process.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncbuf.Buffer
-	done chan struct{}
-	err  error
-}
-
-func (w *world) start(args ...string) *proc {
+// start runs an ordersummary instance on the world's broker and database.
+func (w *world) start(args ...string) *proctest.Process {
 	w.t.Helper()
 	cmd := exec.Command(binary, append([]string{"--batch", "40", "--session-timeout", "1s"}, args...)...)
 	cmd.Env = append(os.Environ(), "CHRONICLE_BROKERS="+strings.Join(w.c.ListenAddrs(), ","), "DATABASE_URL="+w.dbURL)
-	p := &proc{cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	w.t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-	})
-	return p
-}
-
-// kill SIGKILLs p, which must still have been running.
-func (p *proc) kill(t *testing.T) {
-	t.Helper()
-	select {
-	case <-p.done:
-		t.Fatalf("the instance exited before it was killed (%v):\n%s", p.err, p.out.String())
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	return proctest.Start(w.t, cmd)
 }
 
 // stop sends SIGTERM and expects a clean exit.
-func (p *proc) stop(t *testing.T) {
+func stop(t *testing.T, p *proctest.Process) {
 	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	<-p.done
-	if p.err != nil {
-		t.Errorf("the instance exited with %v after SIGTERM:\n%s", p.err, p.out.String())
+	if err := p.Stop(syscall.SIGTERM); err != nil {
+		t.Errorf("the instance on SIGTERM: %v\n%s", err, p.Output())
 	}
 }
 
-func outputs(procs []*proc) string {
+func outputs(procs []*proctest.Process) string {
 	var b strings.Builder
 	for i, p := range procs {
-		fmt.Fprintf(&b, "--- instance %d:\n%s\n", i, p.out.String())
+		fmt.Fprintf(&b, "--- instance %d:\n%s\n", i, p.Output())
 	}
 	return b.String()
 }
@@ -335,12 +296,12 @@ func outputs(procs []*proc) string {
 func TestKilledAndRestartedItAppliesEveryEventExactlyOnce(t *testing.T) {
 	w := newWorld(t)
 	w.writeOrders(4000)
-	var procs []*proc
+	var procs []*proctest.Process
 	for k := 1; k <= 5; k++ {
 		p := w.start()
 		procs = append(procs, p)
 		w.waitApplied(int64(w.written*k/8), p)
-		p.kill(t)
+		p.Kill(t)
 		t.Logf("%s kill %d: %d of %d events applied", time.Now().Format("15:04:05.000"), k, w.applied(), w.written)
 		if k == 2 {
 			w.writeOrders(3000) // more events arrive while it is down
@@ -349,7 +310,7 @@ func TestKilledAndRestartedItAppliesEveryEventExactlyOnce(t *testing.T) {
 	p := w.start()
 	procs = append(procs, p)
 	w.waitApplied(int64(w.written), p)
-	p.stop(t)
+	stop(t, p)
 	w.check(procs...)
 }
 
@@ -360,12 +321,12 @@ func TestTwoInstancesShareTheWorkAndSurviveAKill(t *testing.T) {
 	w.writeOrders(4000)
 	a, b := w.start(), w.start()
 	w.waitApplied(int64(w.written/3), a, b)
-	a.kill(t)
+	a.Kill(t)
 	w.writeOrders(3000)
 	a2 := w.start()
 	w.waitApplied(int64(w.written), a2, b)
-	a2.stop(t)
-	b.stop(t)
+	stop(t, a2)
+	stop(t, b)
 	w.check(a, b, a2)
 }
 
@@ -380,20 +341,16 @@ func TestAnUndecodableEventStopsItWithTheOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	part := topics.NewOwner().Of([]byte(e.Subject), partitions)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(w.c.ListenAddrs()...), kgo.RecordPartitioner(topics.Partitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkatest.Client(t, w.c, kgo.RecordPartitioner(topics.Partitioner()))
 	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: topics.For("orders").Events, Partition: part, Key: topics.EventKey(e.Subject, 0), Value: v}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	w.writeOrders(50) // some behind it in its partition
 	p := w.start()
-	<-p.done
-	out := p.out.String()
-	if p.err == nil || !strings.Contains(out, fmt.Sprintf("orders.events/%d offset 0", part)) || !strings.Contains(out, "schema version 99") {
-		t.Fatalf("exit %v, output:\n%s\nwant a failure naming offset 0 and schema version 99", p.err, out)
+	<-p.Exited()
+	out := p.Output()
+	if p.Err() == nil || !strings.Contains(out, fmt.Sprintf("orders.events/%d offset 0", part)) || !strings.Contains(out, "schema version 99") {
+		t.Fatalf("exit %v, output:\n%s\nwant a failure naming offset 0 and schema version 99", p.Err(), out)
 	}
 	if got := w.position(part); got != 0 {
 		t.Fatalf("position %d after the stop, want 0 (none, or at the undecodable event)", got)
@@ -401,15 +358,15 @@ func TestAnUndecodableEventStopsItWithTheOffset(t *testing.T) {
 	p = w.start("--skip-undecodable")
 	for w.position(part) < 1 {
 		select {
-		case <-p.done:
-			t.Fatalf("exited (%v) before passing over the event:\n%s", p.err, p.out.String())
+		case <-p.Exited():
+			t.Fatalf("exited (%v) before passing over the event:\n%s", p.Err(), p.Output())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	w.waitApplied(int64(w.written), p)
-	p.stop(t)
+	stop(t, p)
 	w.check(p)
-	if !strings.Contains(p.out.String(), "level=WARN") || !strings.Contains(p.out.String(), "schema_version=99") {
-		t.Errorf("no warning about the skipped event:\n%s", p.out.String())
+	if !strings.Contains(p.Output(), "level=WARN") || !strings.Contains(p.Output(), "schema_version=99") {
+		t.Errorf("no warning about the skipped event:\n%s", p.Output())
 	}
 }

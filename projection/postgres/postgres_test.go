@@ -19,6 +19,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/client"
+	"github.com/chronicle-es/chronicle/internal/kafkatest"
 	"github.com/chronicle-es/chronicle/internal/pgtest"
 	"github.com/chronicle-es/chronicle/internal/syncbuf"
 	"github.com/chronicle-es/chronicle/projection"
@@ -29,24 +30,6 @@ import (
 const partitions = 4
 
 var events = topics.For("orders").Events
-
-func startCluster(t *testing.T) *kfake.Cluster {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond),
-		kfake.SeedTopics(partitions, topics.For("orders").All()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-func kafkaOf(c *kfake.Cluster) client.Kafka {
-	return client.Kafka{Brokers: c.ListenAddrs(), Options: []kgo.Opt{
-		kgo.SessionTimeout(time.Second), kgo.HeartbeatInterval(100 * time.Millisecond),
-		kgo.RebalanceTimeout(2 * time.Second), kgo.FetchMaxWait(100 * time.Millisecond),
-	}}
-}
 
 func testContext(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -90,11 +73,7 @@ func record(t *testing.T, e aggregates.Event) *kgo.Record {
 
 func produce(t *testing.T, c *kfake.Cluster, recs ...*kgo.Record) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(topics.Partitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kafkatest.Client(t, c, kgo.RecordPartitioner(topics.Partitioner()))
 	if err := cl.ProduceSync(testContext(t, 10*time.Second), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,12 +133,12 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{c: startCluster(t), pool: pool, store: store}
+	return &fixture{c: kafkatest.Start(t, kafkatest.Topics(partitions, "orders")), pool: pool, store: store}
 }
 
 func (f *fixture) projection(t *testing.T, change func(*projection.Config[pgx.Tx])) *projection.Projection[pgx.Tx] {
 	t.Helper()
-	cfg := projection.Config[pgx.Tx]{Name: "counts", Kafka: kafkaOf(f.c), Prefixes: []string{"orders"}, Decoder: order.Definition(),
+	cfg := projection.Config[pgx.Tx]{Name: "counts", Kafka: kafkatest.Kafka(f.c), Prefixes: []string{"orders"}, Decoder: order.Definition(),
 		Store: f.store, Handlers: countHandlers(), BatchSize: 7,
 		Reset: func(ctx context.Context, tx pgx.Tx) error { _, err := tx.Exec(ctx, `TRUNCATE counts`); return err }}
 	if change != nil {
