@@ -192,6 +192,9 @@ func (p *Projection[Tx]) Run(ctx context.Context) error {
 		return errors.New("Projection.Run was already called: create a new Projection to run again")
 	}
 	if err := p.checkTopics(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	r := &run[Tx]{p: p, next: map[topicPartition]int64{}}

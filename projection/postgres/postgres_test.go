@@ -443,3 +443,15 @@ func TestConfigProblems(t *testing.T) {
 		}
 	}
 }
+
+// Run stopped while it starts (during its check of the topics) returns nil,
+// as it does when stopped later. Found by the projection model, which stops
+// an instance at once when it has nothing to do.
+func TestRunStoppedWhileStartingReturnsNil(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.projection(t, nil).Run(ctx); err != nil {
+		t.Fatalf("Run with a cancelled context = %v, want nil", err)
+	}
+}
