@@ -328,12 +328,24 @@ func (r *run[Tx]) loop() error {
 		}
 		var fatal error
 		fs.EachError(func(topic string, part int32, err error) {
-			var ke *kerr.Error
-			if errors.As(err, &ke) && !ke.Retriable {
+			var (
+				ke      *kerr.Error
+				session *kgo.ErrGroupSession
+			)
+			switch {
+			case errors.Is(err, context.Canceled):
+			case errors.As(err, &session) && !deniedAccess(err):
+				// Kicked from the group (a session that expired, a
+				// batch that held a rebalance back too long): the
+				// client rejoins, and the assignment reloads the
+				// positions from the Store.
+				r.p.log.Warn("projection lost its consumer group session; rejoining, its partitions go on from the positions in the store",
+					"projection", r.p.cfg.Name, "group", r.p.cfg.Group, "err", err)
+			case session != nil:
+				fatal = fmt.Errorf("projection %q: consumer group %q: %w; check the ACLs", r.p.cfg.Name, r.p.cfg.Group, err)
+			case errors.As(err, &ke) && !ke.Retriable:
 				fatal = fmt.Errorf("projection %q: reading %s/%d: %w; check the ACLs and the topic", r.p.cfg.Name, topic, part, err)
-				return
-			}
-			if !errors.Is(err, context.Canceled) {
+			default:
 				r.p.log.Warn("fetching events failed; retrying", "projection", r.p.cfg.Name, "topic", topic, "partition", part, "err", err)
 			}
 		})
@@ -346,6 +358,13 @@ func (r *run[Tx]) loop() error {
 			return err
 		}
 	}
+}
+
+// deniedAccess reports whether Kafka refused the client access, which no
+// retry mends.
+func deniedAccess(err error) bool {
+	return errors.Is(err, kerr.GroupAuthorizationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) ||
+		errors.Is(err, kerr.ClusterAuthorizationFailed)
 }
 
 // item is one decoded event of a batch, with where it was read.
