@@ -1006,3 +1006,202 @@ func TestProjectionModel(t *testing.T) {
 	})
 	t.Logf("model: %v", &s.stats)
 }
+
+// Broken stores, to show that the model fails when the protocol is broken.
+
+// splitStore is a broken Store: it commits the read-model writes and the
+// positions in two transactions (with the fault hook between them), so a
+// crash between them, or a conflict on the positions, leaves events
+// applied with their position unmoved: a restart applies them again.
+type splitStore struct {
+	*postgres.Store
+	pool *pgxpool.Pool
+}
+
+func newSplitStore(pool *pgxpool.Pool, real *postgres.Store) projection.Store[pgx.Tx] {
+	return &splitStore{Store: real, pool: pool}
+}
+
+func (s *splitStore) Commit(ctx context.Context, name string, moves []projection.Move, apply func(ctx context.Context, tx pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return apply(ctx, tx) }); err != nil {
+		return err
+	}
+	if between, ok := ctx.Value(betweenKey{}).(func() error); ok {
+		if err := between(); err != nil {
+			return err
+		}
+	}
+	return s.Store.Commit(ctx, name, moves, func(context.Context, pgx.Tx) error { return nil })
+}
+
+// unconditionalStore is a broken Store: it moves positions to where the
+// batch ends whatever they were, so two instances reading the same records
+// (twins in two groups, a zombie) both apply them.
+type unconditionalStore struct {
+	*postgres.Store
+	pool *pgxpool.Pool
+}
+
+func newUnconditionalStore(pool *pgxpool.Pool, real *postgres.Store) projection.Store[pgx.Tx] {
+	return &unconditionalStore{Store: real, pool: pool}
+}
+
+func (s *unconditionalStore) Commit(ctx context.Context, name string, moves []projection.Move, apply func(ctx context.Context, tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, m := range moves {
+			if _, err := tx.Exec(ctx, `INSERT INTO `+postgres.Table+` (projection, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset`, name, m.Topic, m.Partition, m.To); err != nil {
+				return err
+			}
+		}
+		return apply(ctx, tx)
+	})
+}
+
+// oneAggregate returns n events of one new aggregate (all in one
+// partition), created first.
+func oneAggregate(m *model, n int) []newEvent {
+	evs := make([]newEvent, n)
+	for i := range evs {
+		evs[i] = newEvent{agg: m.aggs[0]}
+	}
+	return evs
+}
+
+// A crash between the two transactions of splitStore: the first check
+// finds events applied above their position, and after a restart, events
+// applied twice. The same steps on the real store pass.
+func TestModelCatchesAStoreThatCommitsInTwoTransactions(t *testing.T) {
+	s := startModelServer(t)
+	for _, tc := range []struct {
+		name   string
+		store  storeMaker
+		broken bool
+	}{{"real", realStore, false}, {"split", newSplitStore, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(t, s, tc.store)
+			m.produce(oneAggregate(m, 6), plainProduce)
+			if err := m.runInstances(false, plan{group: "model", batch: 3, fault: faultBetween, at: 1}); err != nil {
+				t.Fatal(err)
+			}
+			crashed := m.check()
+			if err := m.runInstances(false, plan{group: "model", batch: 3}); err != nil {
+				t.Fatal(err)
+			}
+			restarted := m.check()
+			if !tc.broken {
+				if err := errors.Join(crashed, restarted); err != nil {
+					t.Fatalf("the real store failed the checks: %v", err)
+				}
+				return
+			}
+			if crashed == nil || !strings.Contains(crashed.Error(), "but the position is -1") {
+				t.Errorf("after the crash between the transactions, check = %v; want events applied above their position", crashed)
+			}
+			if restarted == nil || !strings.Contains(restarted.Error(), "applied 2 times") {
+				t.Errorf("after the restart, check = %v; want events applied twice", restarted)
+			}
+			t.Logf("the checks caught it:\n%v\n%v", crashed, restarted)
+		})
+	}
+}
+
+// Twins in two groups, held until both read the same records: with
+// unconditionalStore both apply them. The same steps on the real store
+// pass (one of the two conflicts and rolls back).
+func TestModelCatchesAStoreWithoutConditionalMoves(t *testing.T) {
+	s := startModelServer(t)
+	for _, tc := range []struct {
+		name   string
+		store  storeMaker
+		broken bool
+	}{{"real", realStore, false}, {"unconditional", newUnconditionalStore, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(t, s, tc.store)
+			m.produce(oneAggregate(m, 8), plainProduce)
+			if err := m.runInstances(true, plan{group: "model", batch: 4}, plan{group: "zombie", batch: 4}); err != nil && !tc.broken {
+				t.Fatal(err)
+			}
+			err := m.check()
+			if !tc.broken {
+				if err != nil {
+					t.Fatalf("the real store failed the checks: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "applied 2 times") {
+				t.Fatalf("check = %v; want events applied twice\n%s\n%s", err, strings.Join(m.history, "\n"), m.logs.String())
+			}
+			t.Logf("the check caught it:\n%v", err)
+		})
+	}
+}
+
+// failureTB is a rapid.TB that records failures instead of failing the
+// test: the property must fail under it.
+type failureTB struct {
+	name   string
+	failed bool
+	log    []string
+}
+
+func (f *failureTB) Helper()      {}
+func (f *failureTB) Name() string { return f.name }
+func (f *failureTB) Logf(format string, args ...any) {
+	f.log = append(f.log, fmt.Sprintf(format, args...))
+}
+func (f *failureTB) Log(args ...any) { f.log = append(f.log, fmt.Sprint(args...)) }
+func (f *failureTB) Skipf(format string, args ...any) {
+	f.Logf(format, args...)
+}
+func (f *failureTB) Skip(args ...any)                  { f.Log(args...) }
+func (f *failureTB) SkipNow()                          {}
+func (f *failureTB) Errorf(format string, args ...any) { f.failed = true; f.Logf(format, args...) }
+func (f *failureTB) Error(args ...any)                 { f.failed = true; f.Log(args...) }
+func (f *failureTB) Fatalf(format string, args ...any) { f.failed = true; f.Logf(format, args...) }
+func (f *failureTB) Fatal(args ...any)                 { f.failed = true; f.Log(args...) }
+func (f *failureTB) FailNow()                          { f.failed = true }
+func (f *failureTB) Fail()                             { f.failed = true }
+func (f *failureTB) Failed() bool                      { return f.failed }
+
+// firstFailure remembers the first failure of the model.
+type firstFailure struct {
+	*rapid.T
+	msg *string
+}
+
+func (f firstFailure) Fatalf(format string, args ...any) {
+	if *f.msg == "" {
+		*f.msg = fmt.Sprintf(format, args...)
+	}
+	f.T.Fatalf(format, args...)
+}
+
+// The unchanged state machine, run on each broken store, fails within a
+// few runs: its random actions reach the faults that break them.
+func TestModelFindsBrokenStores(t *testing.T) {
+	s := startModelServer(t)
+	setFlag(t, "rapid.nofailfile", "true")
+	setFlag(t, "rapid.checks", "60")
+	for _, tc := range []struct {
+		name  string
+		store storeMaker
+	}{{"split", newSplitStore}, {"unconditional", newUnconditionalStore}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var first string
+			runs := 0
+			tb := &failureTB{name: t.Name()}
+			rapid.Check(tb, func(rt *rapid.T) {
+				if first != "" {
+					return // rapid retries and shrinks: the first failure is the finding
+				}
+				runs++
+				runModel(rt, newModel(firstFailure{rt, &first}, s, tc.store), 10, 40)
+			})
+			if !tb.failed || first == "" {
+				t.Fatalf("the model passed %d runs on a broken store", runs)
+			}
+			t.Logf("run %d failed:\n%s", runs, first)
+		})
+	}
+}
