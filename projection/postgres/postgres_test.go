@@ -13,8 +13,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
@@ -441,5 +443,53 @@ func TestConfigProblems(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("New = %v, want it to mention %q", err, w)
 		}
+	}
+}
+
+// Run stopped while it starts (during its check of the topics) returns nil,
+// as it does when stopped later. Found by the projection model, which stops
+// an instance at once when it has nothing to do.
+func TestRunStoppedWhileStartingReturnsNil(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.projection(t, nil).Run(ctx); err != nil {
+		t.Fatalf("Run with a cancelled context = %v, want nil", err)
+	}
+}
+
+// A member kicked out of its consumer group (its session expired, or a slow
+// batch held a rebalance back too long) rejoins and goes on from the stored
+// positions: the client's group-session notice does not stop Run. Found by
+// the projection model, where a twin was kicked while its batch waited.
+func TestProjectionGoesOnAfterLosingItsGroupSession(t *testing.T) {
+	f := newFixture(t)
+	total := writeOrders(t, f.c, 5, 5)
+	var logs syncbuf.Buffer
+	stop := start(t, f.projection(t, func(c *projection.Config[pgx.Tx]) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }))
+	f.waitApplied(t, int64(total))
+	kicked := make(chan struct{})
+	f.c.ControlKey(int16(kmsg.Heartbeat), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		resp := kreq.(*kmsg.HeartbeatRequest).ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = kerr.UnknownMemberID.Code
+		close(kicked)
+		return resp, nil, true
+	})
+	select {
+	case <-kicked:
+	case <-testContext(t, 20*time.Second).Done():
+		t.Fatal("no heartbeat within 20s")
+	}
+	late := orderHistory(t, "late", 5)
+	for _, e := range late {
+		produce(t, f.c, record(t, e))
+	}
+	f.waitApplied(t, int64(total+len(late)))
+	if err := stop(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	checkCounts(t, f, 6)
+	if !strings.Contains(logs.String(), "lost its consumer group session") {
+		t.Errorf("no warning says the session was lost:\n%s", logs.String())
 	}
 }
