@@ -356,12 +356,24 @@ func (r *subscription) poll() {
 			return
 		}
 		fs.EachError(func(topic string, part int32, err error) {
-			var ke *kerr.Error
-			if errors.As(err, &ke) && !ke.Retriable {
+			var (
+				ke      *kerr.Error
+				session *kgo.ErrGroupSession
+			)
+			switch {
+			case errors.As(err, &session) && !deniedAccess(err):
+				// Kicked out of the group (an expired session, a
+				// handler that held a rebalance back too long): the
+				// client rejoins by itself; the lost partitions' work
+				// stops (lost) and resumes from the committed offsets.
+				r.s.log.Warn("subscriber lost its consumer group session; rejoining", "group", r.s.cfg.Group, "err", err)
+			case session != nil:
+				r.cancel(fmt.Errorf("consumer group %q: %w; check the ACLs", r.s.cfg.Group, err))
+			case errors.As(err, &ke) && !ke.Retriable:
 				r.cancel(fmt.Errorf("reading %s/%d: %w; check the ACLs and the topic", topic, part, err))
-				return
+			default:
+				r.s.log.Warn("fetching events failed; retrying", "topic", topic, "partition", part, "err", err)
 			}
-			r.s.log.Warn("fetching events failed; retrying", "topic", topic, "partition", part, "err", err)
 		})
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 || r.ctx.Err() != nil {
@@ -536,4 +548,11 @@ func truncate(b []byte) string {
 		return string(b[:64]) + "…"
 	}
 	return string(b)
+}
+
+// deniedAccess reports whether Kafka refused the client access, which no
+// retry mends.
+func deniedAccess(err error) bool {
+	return errors.Is(err, kerr.GroupAuthorizationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) ||
+		errors.Is(err, kerr.ClusterAuthorizationFailed)
 }

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
@@ -566,5 +568,63 @@ func TestSubscriberExplainsAMissingTopic(t *testing.T) {
 	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Handler: newCollector().handle})
 	if err := s.Run(testContext(t, 5*time.Second)); !errors.Is(err, client.ErrTopicMissing) || !strings.Contains(err.Error(), "orders.events") {
 		t.Fatalf("Run = %v, want ErrTopicMissing naming orders.events", err)
+	}
+}
+
+// A member kicked out of its group (an expired session, a rebalance held
+// back too long) rejoins and goes on; Run does not stop on it.
+func TestSubscriberGoesOnAfterLosingItsGroupSession(t *testing.T) {
+	c := startCluster(t, "orders")
+	first := writeOrders(t, 5, 2)
+	produce(t, c, recordsOf(t, "orders", first)...)
+	col := newCollector()
+	var logs syncbuf.Buffer
+	s := newSubscriber(t, client.SubscriberConfig{Kafka: kafkatest.Kafka(c), Group: "kicked", FromBeginning: true,
+		Handler: col.handle, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	stop := runSubscriber(t, s)
+	if _, err := col.waitFor(testContext(t, 10*time.Second), 15); err != nil {
+		t.Fatal(err)
+	}
+	kicked := make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Heartbeat), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		resp := kreq.(*kmsg.HeartbeatRequest).ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = kerr.UnknownMemberID.Code
+		once.Do(func() { close(kicked) })
+		return resp, nil, true
+	})
+	select {
+	case <-kicked:
+	case <-testContext(t, 20*time.Second).Done():
+		t.Fatal("no heartbeat within 20s")
+	}
+	for i := range 3 {
+		for _, e := range orderHistory(t, fmt.Sprintf("late-%d", i), 1) {
+			produce(t, c, eventRecord(t, "orders", e))
+		}
+	}
+	deadline := testContext(t, 30*time.Second)
+	for {
+		n := 0
+		for _, e := range col.snapshot() {
+			if strings.HasPrefix(e.Subject, "late-") {
+				n++
+			}
+		}
+		if n >= 6 {
+			break
+		}
+		select {
+		case <-col.notify:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline.Done():
+			t.Fatalf("the events written after the member was kicked were not handled (%d of 6); log:\n%s", n, logs.String())
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if !strings.Contains(logs.String(), "lost its consumer group session") {
+		t.Errorf("no warning says the session was lost:\n%s", logs.String())
 	}
 }
