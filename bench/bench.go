@@ -94,6 +94,10 @@ type Config struct {
 	// them after the checkpoint. Defaults 1000000 and 10000.
 	ReplayEvents   int
 	CheckpointBack int
+	// Snapshots is the snapshot store of the checkpoint restore (its
+	// partition 0 of aggregate type "order" is overwritten); nil uses an
+	// in-memory store.
+	Snapshots RestoreStore
 
 	// Progress, when set, is called as each phase advances (from the
 	// goroutine that runs it, at most every 100ms per phase).

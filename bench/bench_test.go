@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chronicle-es/chronicle/internal/redistest"
+	"github.com/chronicle-es/chronicle/snapshots"
 )
 
 // tiny is a configuration that runs every phase in seconds.
@@ -109,17 +112,32 @@ func BenchmarkCommandPath(b *testing.B) {
 }
 
 // BenchmarkRestore restores 200,000 order events with a full replay and from
-// a checkpoint 10,000 events back.
+// a checkpoint 10,000 events back, with the snapshots in memory and in a
+// real redis-server.
 func BenchmarkRestore(b *testing.B) {
-	var full, fromCP float64
-	for b.Loop() {
-		res, err := Run(context.Background(), Config{Phases: []string{PhaseRestore}, ReplayEvents: 200_000, CheckpointBack: 10_000})
-		if err != nil {
-			b.Fatal(err)
-		}
-		full += res.Restore.FullSeconds
-		fromCP += res.Restore.CheckpointSeconds
+	for _, name := range []string{"memory", "redis"} {
+		b.Run(name, func(b *testing.B) {
+			cfg := Config{Phases: []string{PhaseRestore}, ReplayEvents: 200_000, CheckpointBack: 10_000}
+			if name == "redis" {
+				store, err := snapshots.Open(redistest.Start(b).URL())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer store.Close()
+				cfg.Snapshots = store
+			}
+			var full, fromCP float64
+			for b.Loop() {
+				res, err := Run(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				full += res.Restore.FullSeconds
+				fromCP += res.Restore.CheckpointSeconds
+			}
+			b.ReportMetric(200_000*float64(b.N)/full, "replay-events/s")
+			b.ReportMetric(fromCP*1000/float64(b.N), "checkpoint-ms")
+			b.ReportMetric(full/fromCP, "checkpoint-speedup-x")
+		})
 	}
-	b.ReportMetric(200_000*float64(b.N)/full, "replay-events/s")
-	b.ReportMetric(full/fromCP, "checkpoint-speedup-x")
 }

@@ -74,6 +74,13 @@ func (h *histories) event(topic string, i int) (*kgo.Record, error) {
 	return &kgo.Record{Topic: topic, Partition: 0, Key: topics.EventKey(id, v), Value: doc}, nil
 }
 
+// RestoreStore is a snapshot store the restore phase can use: the
+// processor's, and the checkpoint it holds can be read.
+type RestoreStore interface {
+	processor.SnapshotStore
+	Checkpoint(ctx context.Context, aggType string, partition int32) (snapshots.Checkpoint, bool, error)
+}
+
 // restore runs the restore phase.
 func (r *run) restore(ctx context.Context) (*Restore, error) {
 	cfg := r.cfg
@@ -102,8 +109,12 @@ func (r *run) restore(ctx context.Context) (*Restore, error) {
 	if err := write(0, upTo); err != nil {
 		return nil, err
 	}
-	store := snapshots.NewMemory()
-	defer store.Close()
+	store := cfg.Snapshots
+	if store == nil {
+		mem := snapshots.NewMemory()
+		defer mem.Close()
+		store = mem
+	}
 	withStore := func(c *processor.Config) {
 		c.Snapshots = store
 		c.CacheSize = orders + 1

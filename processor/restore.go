@@ -117,8 +117,18 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 	} else {
 		s.stats.fullReplays.Add(1)
 	}
-	if s.store != nil && len(s.unsaved) > 0 {
-		s.checkpoint() // what was replayed goes to the store
+	switch {
+	case s.store == nil || len(s.unsaved) == 0:
+	case start == 0:
+		s.checkpoint() // the store was emptied: what was replayed goes to it
+	default:
+		// The events after the checkpoint are what the previous owner had
+		// not checkpointed yet; the store's checkpoint still covers
+		// everything below them, so the partition resumes at once and the
+		// checkpoint policy saves them with the next checkpoint, as if
+		// they had been committed now. Encoding their snapshots here
+		// would cost the paused partition more than the replay.
+		s.lastCP = time.Now()
 	}
 	return rep, nil
 }
@@ -197,17 +207,21 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 	var replayed int64
 	batch := make([]decodedEvent, 0, 512)
 	var ids []string
+	seen := map[string]struct{}{}
 	err := src.read(ctx, start, end, func(recs []rawEvent) error {
 		batch, ids = batch[:0], ids[:0]
-		seen := map[string]bool{}
+		clear(seen)
 		for _, r := range recs {
 			e, err := s.kind.DecodeEvent(r.value)
 			if err != nil {
 				return s.stop(src, r, err)
 			}
 			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value})
-			if !seen[e.Subject] {
-				seen[e.Subject] = true
+			if s.cache.entries[e.Subject] != nil {
+				continue // loaded already: most events once the aggregates are in memory
+			}
+			if _, ok := seen[e.Subject]; !ok {
+				seen[e.Subject] = struct{}{}
 				ids = append(ids, e.Subject)
 			}
 		}
@@ -255,7 +269,12 @@ func (s *aggState) replayOne(src eventSource, d *decodedEvent) (bool, error) {
 		return false, s.stop(src, rawEvent{offset: d.offset, value: d.raw}, err)
 	}
 	ent.offset = d.offset
-	s.unsaved[d.e.Subject] = struct{}{}
+	if d.e.Version-1 <= ent.stored || ent.stored < -1 { // -2: unknown
+		// Newer than its stored snapshot from now on. An aggregate that
+		// already was is in unsaved: it leaves unsaved only once stored
+		// reaches its version.
+		s.unsaved[d.e.Subject] = struct{}{}
+	}
 	return true, nil
 }
 

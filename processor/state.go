@@ -63,6 +63,7 @@ type aggState struct {
 	log       *slog.Logger
 	stats     *counters
 	epoch     string // this state's claim on the store; guarded by mu
+	stamp     string // the kind's state stamp, which snapshots carry
 	cpStamp   string // what checkpoints carry: the state stamp and the events topic's id
 	// retries are the waits before retrying a store operation that failed
 	// for another reason than a lost lease: a blip of the store should not
@@ -111,7 +112,7 @@ type producedEvent struct {
 // own.
 func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *writer, cacheSize int, log *slog.Logger, stats *counters, topicID string) *aggState {
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
-		cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
+		stamp: kind.StateStamp(), cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
 		open: map[string][]byte{}, lastCP: time.Now(), obs: nopObserver{}}
 	s.complete.Store(true)
@@ -217,8 +218,8 @@ func (s *aggState) load(ctx context.Context, ids []string) error {
 
 // fromSnapshot decodes a stored snapshot, refusing one of another schema.
 func (s *aggState) fromSnapshot(sn snapshots.Snapshot) (aggregates.Aggregate, error) {
-	if sn.Stamp != s.kind.StateStamp() {
-		return nil, fmt.Errorf("%w: snapshot of %q has stamp %q, the running code writes %q", errUntrusted, sn.AggregateID, sn.Stamp, s.kind.StateStamp())
+	if sn.Stamp != s.stamp {
+		return nil, fmt.Errorf("%w: snapshot of %q has stamp %q, the running code writes %q", errUntrusted, sn.AggregateID, sn.Stamp, s.stamp)
 	}
 	a := s.kind.NewAggregate(sn.AggregateID)
 	if err := a.UnmarshalSnapshot(sn.Data); err != nil {
@@ -234,7 +235,7 @@ func (s *aggState) snapshotOf(e *entry) (snapshots.Snapshot, error) {
 		return snapshots.Snapshot{}, fmt.Errorf("encoding the snapshot of %q: %w", e.agg.ID(), err)
 	}
 	return snapshots.Snapshot{AggregateID: e.agg.ID(), Version: e.agg.Version(), Offset: e.offset,
-		Stamp: s.kind.StateStamp(), Data: data}, nil
+		Stamp: s.stamp, Data: data}, nil
 }
 
 // changed records that the open transaction changed aggregate id, produced
