@@ -164,11 +164,10 @@ func (r *Root[S]) decideEvents(cmd *Command, now time.Time, withEncoded bool) (e
 		_, err := r.def.DecodeCommandData(cmd)
 		return nil, nil, err
 	}
-	payload, err := cd.decode(cmd.Data)
-	if err != nil {
-		return nil, nil, &DecodeError{What: "command data", Type: cd.name, Err: err}
+	payloads, decodeErr, err := cd.run(r.state, cmd.Data)
+	if decodeErr != nil {
+		return nil, nil, &DecodeError{What: "command data", Type: cd.name, Err: decodeErr}
 	}
-	payloads, err := r.decide(cd, payload)
 	if err != nil || len(payloads) == 0 {
 		return nil, nil, err
 	}
@@ -215,15 +214,6 @@ func (r *Root[S]) decideEvents(cmd *Command, now time.Time, withEncoded bool) (e
 		}
 	}
 	return events, encoded, nil
-}
-
-func (r *Root[S]) decide(cd *commandDef[S], payload any) (events []any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			events, err = nil, &PanicError{Where: "command handler " + cd.name, Value: p}
-		}
-	}()
-	return cd.handle(r.state, payload)
 }
 
 // applyChecked applies one event to s and runs the invariant, turning panics
