@@ -53,7 +53,10 @@ type commandDef[S any] struct {
 	name   string
 	goType reflect.Type
 	decode func(json.RawMessage) (any, error)
-	handle func(S, any) ([]any, error)
+	// run decodes the data and hands it to the handler, without boxing it
+	// in an any: decodeErr when it does not decode, else the handler's
+	// events and error (a panic in the handler as a *PanicError).
+	run func(s S, raw json.RawMessage) (events []any, decodeErr, err error)
 }
 
 // Option configures a Definition.
@@ -189,32 +192,54 @@ func Handle[S, C any](name string, handle func(S, C) ([]any, error)) Option[S] {
 		cd := &commandDef[S]{
 			name: wire, goType: t,
 			decode: func(raw json.RawMessage) (any, error) {
-				var c C
-				if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-					return c, nil
-				}
-				if fast != nil && fast.decode(raw, unsafe.Pointer(&c)) {
-					return c, nil
-				}
-				// A variable of its own (the plan may have written part of
-				// c), so that c stays on the stack.
-				var slow C
-				dec := json.NewDecoder(bytes.NewReader(raw))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&slow); err != nil {
+				c, err := decodeData[C](fast, raw)
+				if err != nil {
 					return nil, err
 				}
-				if dec.More() {
-					return nil, errors.New("trailing data after the JSON object")
-				}
-				return slow, nil
+				return c, nil
 			},
-			handle: func(s S, c any) ([]any, error) { return handle(s, c.(C)) },
+			run: func(s S, raw json.RawMessage) (events []any, decodeErr, err error) {
+				c, err := decodeData[C](fast, raw)
+				if err != nil {
+					return nil, err, nil
+				}
+				defer func() {
+					if p := recover(); p != nil {
+						events, err = nil, &PanicError{Where: "command handler " + wire, Value: p}
+					}
+				}()
+				events, err = handle(s, c)
+				return events, nil, err
+			},
 		}
 		d.commands[wire] = cd
 		d.commandByGo[t] = cd
 		return nil
 	}
+}
+
+// decodeData decodes a command's data as a C: by its plan when it has one
+// and the data fits it, else by encoding/json with unknown fields refused.
+// Empty data and null give the zero C.
+func decodeData[C any](fast *plan, raw json.RawMessage) (C, error) {
+	var c C
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return c, nil
+	}
+	if fast != nil && fast.decode(raw, unsafe.Pointer(&c)) {
+		return c, nil
+	}
+	// A variable of its own: the plan may have written part of c.
+	var slow C
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&slow); err != nil {
+		return slow, err
+	}
+	if dec.More() {
+		return slow, errors.New("trailing data after the JSON object")
+	}
+	return slow, nil
 }
 
 // Invariant sets the check run after every applied event (the seeds'

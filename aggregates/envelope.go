@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -461,17 +462,34 @@ func ResultFor(cmd *Command, aggregateType string, version int64, events []Event
 	}
 	if err == nil {
 		r.Status = StatusAccepted
-		if len(events) > 0 {
+		switch len(events) {
+		case 0:
+		case 1:
+			r.EventIDs = oneEventID(events[0].ID)
+		default:
 			r.EventIDs = make([]string, len(events))
 			for i := range events {
 				r.EventIDs[i] = events[i].ID.String()
 			}
+		}
+		if len(events) > 0 {
 			r.Version = events[len(events)-1].Version
 		}
 		return r
 	}
 	classify(&r, err)
 	return r
+}
+
+// oneEventID returns []string{id.String()} from one allocation.
+func oneEventID(id ulid.ULID) []string {
+	one := &struct {
+		ids  [1]string
+		text [ulid.EncodedSize]byte
+	}{}
+	_ = id.MarshalTextTo(one.text[:])                       // cannot fail: the buffer has the right size
+	one.ids[0] = unsafe.String(&one.text[0], len(one.text)) // never written again
+	return one.ids[:]
 }
 
 // sameULID reports whether s is id's string, without rendering one.

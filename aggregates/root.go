@@ -21,6 +21,9 @@ type Root[S any] struct {
 	state   S
 	changes []Event
 	recent  window
+	// next is where decideEvents builds the state the events lead to: a
+	// field, so that it costs no allocation per command.
+	next S
 }
 
 // New returns the aggregate id of this type before any event: version -1 and
@@ -90,29 +93,33 @@ func (r *Root[S]) ExecuteAppend(cmd *Command, now time.Time, buf []byte) (Decisi
 }
 
 func (r *Root[S]) execute(cmd *Command, now time.Time, buf *[]byte) (Decision, error) {
-	events, next, err := r.decideEvents(cmd, now)
+	events, encoded, err := r.decideEvents(cmd, now, buf != nil)
 	if err != nil || len(events) == 0 {
+		r.dropNext()
 		return Decision{}, err
 	}
+	next := &r.next
 	d := Decision{Events: events}
 	if buf != nil {
 		b := *buf
-		d.Encoded = make([][]byte, len(events))
+		d.Encoded = encoded
 		for i := range events {
 			start := len(b)
 			if b, err = events[i].appendTo(b, r.def.events[events[i].Type].encode); err != nil {
+				r.dropNext()
 				return Decision{}, &EncodeError{What: "event", Type: events[i].Type, Err: err}
 			}
 			d.Encoded[i] = b[start:len(b):len(b)]
 		}
 		start := len(b)
-		if b, err = r.appendState(b, r.version+int64(len(events)), &next); err != nil {
+		if b, err = r.appendState(b, r.version+int64(len(events)), next); err != nil {
+			r.dropNext()
 			return Decision{}, &EncodeError{What: "state", Err: err}
 		}
 		d.State = b[start:len(b):len(b)]
 		*buf = b
 	}
-	r.state = next
+	r.state = *next
 	r.version += int64(len(events))
 	r.recent.add(cmd.ID)
 	if len(r.changes) == 0 {
@@ -123,38 +130,65 @@ func (r *Root[S]) execute(cmd *Command, now time.Time, buf *[]byte) (Decision, e
 	return d, nil
 }
 
-// decideEvents decides cmd and applies its events to a copy of the state,
-// which it returns with them; the aggregate is not changed.
-func (r *Root[S]) decideEvents(cmd *Command, now time.Time) ([]Event, S, error) {
-	var next S
+// dropNext forgets the state of a decision that is not taken, so that the
+// aggregate holds nothing of it.
+func (r *Root[S]) dropNext() {
+	var zero S
+	r.next = zero
+}
+
+// oneEvent holds the events of a decision with one event, their
+// encodings' slice and the text of the command id (their causation): one
+// allocation for all three.
+type oneEvent struct {
+	events    [1]Event
+	encoded   [1][]byte
+	causation [ulid.EncodedSize]byte
+}
+
+// decideEvents decides cmd and applies its events to a copy of the state
+// in r.next; the aggregate is not changed otherwise. withEncoded asks for
+// a slice to hold the events' encodings as well, as long as the events.
+func (r *Root[S]) decideEvents(cmd *Command, now time.Time, withEncoded bool) (events []Event, encoded [][]byte, err error) {
 	if cmd.AggregateID != r.id {
-		return nil, next, fmt.Errorf("%w: command for %q given to %q", ErrWrongAggregate, truncate(cmd.AggregateID), r.id)
+		return nil, nil, fmt.Errorf("%w: command for %q given to %q", ErrWrongAggregate, truncate(cmd.AggregateID), r.id)
 	}
 	if r.recent.contains(cmd.ID) {
-		return nil, next, &DuplicateError{AggregateID: r.id, CommandID: cmd.ID.String(), Version: r.version}
+		return nil, nil, &DuplicateError{AggregateID: r.id, CommandID: cmd.ID.String(), Version: r.version}
 	}
 	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != r.version {
-		return nil, next, &ConcurrencyError{AggregateID: r.id, Expected: *cmd.ExpectedVersion, Actual: r.version}
+		return nil, nil, &ConcurrencyError{AggregateID: r.id, Expected: *cmd.ExpectedVersion, Actual: r.version}
 	}
 	cd, ok := r.def.lookupCommand(cmd.Type)
 	if !ok {
 		_, err := r.def.DecodeCommandData(cmd)
-		return nil, next, err
+		return nil, nil, err
 	}
-	payload, err := cd.decode(cmd.Data)
-	if err != nil {
-		return nil, next, &DecodeError{What: "command data", Type: cd.name, Err: err}
+	payloads, decodeErr, err := cd.run(r.state, cmd.Data)
+	if decodeErr != nil {
+		return nil, nil, &DecodeError{What: "command data", Type: cd.name, Err: decodeErr}
 	}
-	payloads, err := r.decide(cd, payload)
 	if err != nil || len(payloads) == 0 {
-		return nil, next, err
+		return nil, nil, err
 	}
-	next, err = r.def.clone(&r.state)
-	if err != nil {
-		return nil, next, err
+	if r.next, err = r.def.clone(&r.state); err != nil {
+		return nil, nil, err
 	}
-	events := make([]Event, len(payloads))
-	causation := cmd.ID.String()
+	var causation string
+	switch {
+	case len(payloads) == 1 && withEncoded:
+		one := &oneEvent{}
+		events, encoded = one.events[:], one.encoded[:]
+		_ = cmd.ID.MarshalTextTo(one.causation[:])                       // cannot fail: the buffer has the right size
+		causation = unsafe.String(&one.causation[0], len(one.causation)) // never written again
+	case withEncoded:
+		events, encoded = make([]Event, len(payloads)), make([][]byte, len(payloads))
+	default:
+		events = make([]Event, len(payloads))
+	}
+	if causation == "" {
+		causation = cmd.ID.String()
+	}
 	correlation := cmd.Metadata.CorrelationID
 	if correlation == "" {
 		correlation = causation // Correlation(), without a second String
@@ -162,15 +196,15 @@ func (r *Root[S]) decideEvents(cmd *Command, now time.Time) ([]Event, S, error) 
 	for i, p := range payloads {
 		ed, ok := r.def.eventsByGo[reflectType(p)]
 		if !ok {
-			return nil, next, fmt.Errorf("%w: handler of %s returned %T, which is not a registered event of %q", ErrUnknownEventType, cd.name, p, r.def.name)
+			return nil, nil, fmt.Errorf("%w: handler of %s returned %T, which is not a registered event of %q", ErrUnknownEventType, cd.name, p, r.def.name)
 		}
 		v := r.version + int64(i) + 1
-		if err := r.applyChecked(&next, ed, p, v); err != nil {
-			return nil, next, err
+		if err := r.applyChecked(&r.next, ed, p, v); err != nil {
+			return nil, nil, err
 		}
 		id, err := newULID(now)
 		if err != nil {
-			return nil, next, err
+			return nil, nil, err
 		}
 		events[i] = Event{
 			ID: id, Type: ed.name, Source: r.def.source, Subject: r.id, Time: now,
@@ -179,16 +213,7 @@ func (r *Root[S]) decideEvents(cmd *Command, now time.Time) ([]Event, S, error) 
 			Data: p,
 		}
 	}
-	return events, next, nil
-}
-
-func (r *Root[S]) decide(cd *commandDef[S], payload any) (events []any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			events, err = nil, &PanicError{Where: "command handler " + cd.name, Value: p}
-		}
-	}()
-	return cd.handle(r.state, payload)
+	return events, encoded, nil
 }
 
 // applyChecked applies one event to s and runs the invariant, turning panics

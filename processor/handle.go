@@ -37,8 +37,11 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
 		return
 	}
+	// One clock reading per command: the end of one command's handling
+	// is the start of the next one's.
+	now := time.Now()
 	for _, r := range recs {
-		pt.handle(ctx, p, sess, r)
+		now = pt.handle(ctx, p, sess, r, now)
 	}
 	// One state record per aggregate changed in this batch: its latest.
 	for id, v := range pt.st.open {
@@ -52,14 +55,15 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 	}
 }
 
-// handle decides one command record.
-func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record) {
+// handle decides one command record whose handling began at began (the
+// time read when the previous command's handling ended); it returns when
+// its handling ended.
+func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, began time.Time) (end time.Time) {
 	p.stats.commands.Add(1)
-	began := time.Now()
 	if len(r.Value) > p.cfg.MaxCommandBytes {
 		cmd, _ := aggregates.DecodeCommand(r.Value)
 		pt.invalid(p, sess, r, &cmd, aggregates.CodeTooLarge, fmt.Sprintf("command is %d bytes, the limit is %d: split it or raise --max-command-bytes", len(r.Value), p.cfg.MaxCommandBytes))
-		return
+		return time.Now()
 	}
 	// The partition's one Command, reused: nothing keeps a command past its
 	// handling, and one of its own would be an allocation per command.
@@ -68,19 +72,20 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	*cmd, err = aggregates.DecodeCommand(r.Value)
 	if err != nil {
 		pt.invalid(p, sess, r, cmd, aggregates.CodeMalformed, err.Error())
-		return
+		return time.Now()
 	}
 	if string(r.Key) != cmd.AggregateID {
 		pt.invalid(p, sess, r, cmd, aggregates.CodeKeyMismatch, fmt.Sprintf("record key %q does not match aggregate_id %q: key commands by their aggregate id", truncate(r.Key), cmd.AggregateID))
-		return
+		return time.Now()
 	}
 	if owner := p.owner.Of(r.Key, pt.b.n); owner != pt.id {
 		p.stats.forwarded.Add(1)
-		p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), "forwarded", time.Since(began), 0)
+		end = time.Now()
+		p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), "forwarded", end.Sub(began), 0)
 		fwd := &kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
 			kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))})}
 		p.produce(sess, fwd)
-		return
+		return end
 	}
 	span, traceParent := p.traceCommand(ctx, r, cmd, pt.b.kind.Name())
 	if span != nil {
@@ -96,7 +101,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 			pt.forceFull = true
 		}
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading %q: %w", cmd.AggregateID, err)))
-		return
+		return time.Now()
 	}
 	a := ent.agg
 	stamp := began // events and result share one stamp
@@ -151,8 +156,9 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	}
 	res.Time = stamp
 	pt.result(p, sess, &res, traceParent)
-	end := time.Now()
+	end = time.Now()
 	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(res.Status), end.Sub(began), end.Sub(r.Timestamp))
+	return end
 }
 
 // ownedIDs returns the distinct record keys of recs that this partition
