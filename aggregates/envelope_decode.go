@@ -789,3 +789,176 @@ func readSnapshot(b []byte, id *string, version *int64, state unsafe.Pointer, p 
 		}
 	}
 }
+
+// replayWire is what a replay needs of an event document, as readReplay
+// finds it: every slice aliases the document.
+type replayWire struct {
+	typ, subject, causation, data []byte
+	version, schema               int64
+}
+
+// readReplay reads from b what replaying the event needs (its type,
+// subject, version, schema version, causation id and data) and checks the
+// rest no further than DecodeEvent's verdict requires, without converting
+// or parsing what replay does not use. It reports whether b is an event
+// DecodeEvent accepts, as far as the envelope goes (the type and the data
+// are the caller's to check); on anything it is not sure of (escapes,
+// other or repeated attributes, null where a value is required, a time
+// not written as Encode writes it) it returns false and the caller
+// decodes b with DecodeEvent, whose verdict and errors stand. A fuzz test
+// holds it to that.
+func readReplay(b []byte, w *replayWire) bool {
+	r := reader{b: b}
+	var seen [nFields]bool
+	r.space()
+	if !r.eat('{') {
+		return false
+	}
+	r.space()
+	if r.eat('}') {
+		return false // no type, id, subject or version: an error
+	}
+	for {
+		r.space()
+		key, ok := r.plainString()
+		if !ok {
+			return false
+		}
+		f := envelopeField(key)
+		if f < 0 || seen[f] {
+			return false
+		}
+		seen[f] = true
+		r.space()
+		if !r.eat(':') {
+			return false
+		}
+		r.space()
+		if !r.replayValue(f, w) {
+			return false
+		}
+		r.space()
+		if r.eat('}') {
+			break
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+	return r.end() && seen[fSpecVersion] && seen[fID] && seen[fType] && seen[fSubject] && seen[fVersion]
+}
+
+func (r *reader) replayValue(f int, w *replayWire) bool {
+	switch f {
+	case fSpecVersion:
+		s, ok := r.plainString()
+		return ok && string(s) == SpecVersion
+	case fID:
+		s, ok := r.plainString()
+		return ok && strictULID(s)
+	case fType:
+		s, ok := r.plainString()
+		w.typ = s
+		return ok
+	case fSubject:
+		s, ok := r.plainString()
+		w.subject = s
+		return ok && len(s) > 0
+	case fCausationID:
+		if r.literal("null") {
+			return true
+		}
+		s, ok := r.plainString()
+		w.causation = s
+		return ok
+	case fSource, fDataContentType, fAggregateType, fCorrelationID, fActor, fTraceParent:
+		if r.literal("null") {
+			return true
+		}
+		_, ok := r.plainString()
+		return ok
+	case fTime:
+		if r.literal("null") {
+			return true
+		}
+		s, ok := r.plainString()
+		return ok && canonicalTime(s)
+	case fVersion:
+		v, ok := r.integer()
+		w.version = v
+		return ok && v >= 0
+	case fSchemaVersion:
+		if r.literal("null") {
+			return true
+		}
+		v, ok := r.integer()
+		w.schema = v
+		return ok && v >= 0 && int64(int(v)) == v
+	case fData:
+		start := r.i
+		if !r.valid(0) {
+			return false
+		}
+		w.data = r.b[start:r.i:r.i]
+		return true
+	}
+	return false
+}
+
+// strictULID reports whether ulid.ParseStrict accepts text: 26 digits of
+// Crockford's base32, the first at most 7.
+func strictULID(text []byte) bool {
+	if len(text) != ulid.EncodedSize || text[0] > '7' {
+		return false
+	}
+	for _, c := range text {
+		if !crockford(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalTime reports whether s is a time as Encode writes it, in UTC:
+// YYYY-MM-DDTHH:MM:SS, an optional fraction of 1 to 9 digits, and Z. Such
+// a time is one time.Time.UnmarshalJSON reads and whose year is in
+// 0000-9999. Other forms, valid or not, are left to DecodeEvent.
+func canonicalTime(s []byte) bool {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[len(s)-1] != 'Z' {
+		return false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range s[i : i+n] {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		num(11, 2) < 0 || num(11, 2) > 23 || num(14, 2) < 0 || num(14, 2) > 59 || num(17, 2) < 0 || num(17, 2) > 59 {
+		return false
+	}
+	frac := s[19 : len(s)-1]
+	if len(frac) == 0 {
+		return true
+	}
+	return frac[0] == '.' && len(frac) >= 2 && len(frac) <= 10 && num(20, len(frac)-1) >= 0
+}
+
+// daysIn is the number of days of month in year (proleptic Gregorian).
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}

@@ -2,6 +2,7 @@ package aggregates
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -155,6 +156,42 @@ func TestValidBoundsNestingAsEncodingJSON(t *testing.T) {
 		r := reader{b: b}
 		if got, want := r.valid(0) && r.end(), json.Valid(b); got != want {
 			t.Errorf("depth %d: valid %v, json.Valid %v", n, got, want)
+		}
+	}
+}
+
+// canonicalTime accepts only times time.Time.UnmarshalJSON reads (with a
+// year in 0000-9999), and every time Encode writes.
+func TestCanonicalTimeIsUnmarshalJSONs(t *testing.T) {
+	accepted := 0
+	for _, year := range []string{"0000", "1900", "2000", "2023", "2024", "9999"} {
+		for month := 0; month <= 13; month++ {
+			for day := 0; day <= 32; day++ {
+				for _, clock := range []string{"00:00:00", "23:59:59", "24:00:00", "12:60:00", "12:00:60", "1a:00:00"} {
+					for _, frac := range []string{"", ".", ".5", ".123456789", ".1234567890", ".x"} {
+						for _, zone := range []string{"Z", "z", "+00:00"} {
+							s := fmt.Sprintf("%s-%02d-%02dT%s%s%s", year, month, day, clock, frac, zone)
+							if !canonicalTime([]byte(s)) {
+								continue
+							}
+							accepted++
+							var tm time.Time
+							if err := tm.UnmarshalJSON([]byte(`"` + s + `"`)); err != nil || !inRFC3339Range(tm) {
+								t.Fatalf("canonicalTime accepts %s; UnmarshalJSON: %v, year %d", s, err, tm.Year())
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if accepted == 0 {
+		t.Fatal("canonicalTime accepted nothing")
+	}
+	for _, tm := range []time.Time{time.Date(2024, 2, 29, 23, 59, 59, 1, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(1_700_000_000, 120_000_000).In(time.FixedZone("x", 3600))} {
+		b := tm.UTC().AppendFormat(nil, time.RFC3339Nano)
+		if !canonicalTime(b) {
+			t.Fatalf("canonicalTime refuses %s, as Encode writes it", b)
 		}
 	}
 }

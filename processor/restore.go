@@ -208,11 +208,21 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 	batch := make([]decodedEvent, 0, 512)
 	var ids []string
 	seen := map[string]struct{}{}
+	// The subject of most events is an aggregate in memory: its id string
+	// serves, instead of a new one per event.
+	subject := func(b []byte) string {
+		if ent := s.cache.entries[string(b)]; ent != nil {
+			return ent.agg.ID()
+		}
+		return string(b)
+	}
 	err := src.read(ctx, start, end, func(recs []rawEvent) error {
 		batch, ids = batch[:0], ids[:0]
 		clear(seen)
 		for _, r := range recs {
-			e, err := s.kind.DecodeEvent(r.value)
+			// The event's causation id shares r.value, which batch keeps
+			// until the event is applied.
+			e, err := s.kind.DecodeEventForReplay(r.value, subject)
 			if err != nil {
 				return s.stop(src, r, err)
 			}
