@@ -1,6 +1,7 @@
 package aggregates
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -192,6 +193,20 @@ func TestCanonicalTimeIsUnmarshalJSONs(t *testing.T) {
 		b := tm.UTC().AppendFormat(nil, time.RFC3339Nano)
 		if !canonicalTime(b) {
 			t.Fatalf("canonicalTime refuses %s, as Encode writes it", b)
+		}
+	}
+}
+
+// plain8 finds any special byte at any position of the word.
+func TestPlain8(t *testing.T) {
+	for c := range 256 {
+		for pos := range 8 {
+			w := []byte("aZ09 ~!}")
+			w[pos] = byte(c)
+			got := plain8(binary.LittleEndian.Uint64(w))
+			if want := strClass[c] == 0; got != want {
+				t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
+			}
 		}
 	}
 }
