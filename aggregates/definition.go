@@ -475,9 +475,18 @@ func (d *Definition[S]) DecodeEventForReplay(b []byte, subject func([]byte) stri
 			if sv == 0 {
 				sv = 1
 			}
-			raw, err := ed.upcast(w.data, sv)
-			var data any
+			var (
+				raw  json.RawMessage
+				data any
+				err  error
+			)
+			if w.unchecked && sv != ed.schema && !json.Valid(w.data) {
+				err = ErrMalformed // an upcaster is given valid JSON only
+			} else {
+				raw, err = ed.upcast(w.data, sv)
+			}
 			if err == nil {
+				// A successful decoding read the data as one JSON value.
 				data, err = ed.decode(raw)
 			}
 			if err == nil {

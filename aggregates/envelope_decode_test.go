@@ -210,3 +210,35 @@ func TestPlain8(t *testing.T) {
 		}
 	}
 }
+
+// The documents Encode writes take readReplayLayout, and it reads them as
+// the general loop does.
+func TestEncodedEventsTakeTheReplayLayout(t *testing.T) {
+	id, _ := NewID(time.Unix(1700000000, 0))
+	for _, e := range []Event{
+		{ID: id, Type: "order.LineAdded", Source: "/chronicle/order", Subject: "o-42", Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC),
+			AggregateType: "order", Version: 3, SchemaVersion: 2, CausationID: id.String(), CorrelationID: "corr", Actor: "ünïcödé",
+			TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", Data: map[string]any{"q": 1, "s": "a\"<b>"}},
+		{ID: id, Type: "order.OrderCreated", Subject: "o", Data: nil},
+		{ID: id, Type: "order.OrderCreated", Subject: "o", Version: 123456789012345678, CorrelationID: "c", Data: []int{1}},
+	} {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fast, general replayWire
+		if !readReplayLayout(b, &fast) {
+			t.Fatalf("readReplayLayout gave up on %s", b)
+		}
+		if !readReplay(append([]byte(" "), b...), &general) { // a space: the general loop
+			t.Fatalf("readReplay gave up on %s", b)
+		}
+		if !fast.unchecked {
+			t.Fatalf("readReplayLayout read the data of %s", b)
+		}
+		fast.unchecked = false
+		if !reflect.DeepEqual(fast, general) {
+			t.Fatalf("layout read %+v, general loop %+v", fast, general)
+		}
+	}
+}
