@@ -209,9 +209,12 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 	var ids []string
 	seen := map[string]struct{}{}
 	// The subject of most events is an aggregate in memory: its id string
-	// serves, instead of a new one per event.
+	// serves, instead of a new one per event. cached says whether the last
+	// event's was.
+	var cached bool
 	subject := func(b []byte) string {
-		if ent := s.cache.entries[string(b)]; ent != nil {
+		ent := s.cache.entries[string(b)]
+		if cached = ent != nil; cached {
 			return ent.agg.ID()
 		}
 		return string(b)
@@ -222,12 +225,13 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 		for _, r := range recs {
 			// The event's causation id shares r.value, which batch keeps
 			// until the event is applied.
+			cached = false
 			e, err := s.kind.DecodeEventForReplay(r.value, subject)
 			if err != nil {
 				return s.stop(src, r, err)
 			}
 			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value})
-			if s.cache.entries[e.Subject] != nil {
+			if cached || s.cache.entries[e.Subject] != nil { // the decoding may not have looked it up
 				continue // loaded already: most events once the aggregates are in memory
 			}
 			if _, ok := seen[e.Subject]; !ok {
