@@ -160,6 +160,36 @@ func (r *reader) literal(s string) bool {
 	return false
 }
 
+// word is literal for the attribute names of readReplayLayout: it compares
+// eight bytes at a time inline, which for these short strings is cheaper
+// than the runtime's comparison.
+func (r *reader) word(s string) bool {
+	b := r.b[r.i:]
+	if len(b) < len(s) {
+		return false
+	}
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != le64(s[i:]) {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if b[i] != s[i] {
+			return false
+		}
+	}
+	r.i += len(s)
+	return true
+}
+
+// le64 is binary.LittleEndian.Uint64 of the first eight bytes of s.
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
 // plainString reads a string without escapes and returns its contents:
 // exactly the bytes encoding/json would produce, valid UTF-8 included.
 func (r *reader) plainString() ([]byte, bool) {
@@ -997,49 +1027,49 @@ func daysIn(month, year int) int {
 // with the same checks of every value, and gives up on anything else.
 func readReplayLayout(b []byte, w *replayWire) bool {
 	r := reader{b: b}
-	if !r.literal(`{"specversion":"1.0","id":"`) || len(b)-r.i < ulid.EncodedSize+1 {
+	if !r.word(`{"specversion":"1.0","id":"`) || len(b)-r.i < ulid.EncodedSize+1 {
 		return false
 	}
 	r.i-- // the id's opening quote
 	id, ok := r.plainString()
-	if !ok || !strictULID(id) || !r.literal(`,"type":`) {
+	if !ok || !strictULID(id) || !r.word(`,"type":`) {
 		return false
 	}
-	if w.typ, ok = r.plainString(); !ok || !r.literal(`,"source":`) {
+	if w.typ, ok = r.plainString(); !ok || !r.word(`,"source":`) {
 		return false
 	}
-	if _, ok = r.plainString(); !ok || !r.literal(`,"subject":`) {
+	if _, ok = r.plainString(); !ok || !r.word(`,"subject":`) {
 		return false
 	}
-	if w.subject, ok = r.plainString(); !ok || len(w.subject) == 0 || !r.literal(`,"time":`) {
+	if w.subject, ok = r.plainString(); !ok || len(w.subject) == 0 || !r.word(`,"time":`) {
 		return false
 	}
 	t, ok := r.plainString()
-	if !ok || !canonicalTime(t) || !r.literal(`,"datacontenttype":"application/json","aggregatetype":`) {
+	if !ok || !canonicalTime(t) || !r.word(`,"datacontenttype":"application/json","aggregatetype":`) {
 		return false
 	}
-	if _, ok = r.plainString(); !ok || !r.literal(`,"aggregateversion":`) {
+	if _, ok = r.plainString(); !ok || !r.word(`,"aggregateversion":`) {
 		return false
 	}
-	if w.version, ok = r.digits(); !ok || !r.literal(`,"schemaversion":`) {
+	if w.version, ok = r.digits(); !ok || !r.word(`,"schemaversion":`) {
 		return false
 	}
 	if w.schema, ok = r.digits(); !ok {
 		return false
 	}
-	if r.literal(`,"causationid":`) {
+	if r.word(`,"causationid":`) {
 		if w.causation, ok = r.plainString(); !ok {
 			return false
 		}
 	}
 	for _, name := range [...]string{`,"correlationid":`, `,"actor":`, `,"traceparent":`} {
-		if r.literal(name) {
+		if r.word(name) {
 			if _, ok = r.plainString(); !ok {
 				return false
 			}
 		}
 	}
-	if !r.literal(`,"data":`) || len(b)-r.i < 2 || b[len(b)-1] != '}' {
+	if !r.word(`,"data":`) || len(b)-r.i < 2 || b[len(b)-1] != '}' {
 		return false
 	}
 	// The data is the rest of the document, but its closing brace: the

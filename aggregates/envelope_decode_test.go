@@ -242,3 +242,19 @@ func TestEncodedEventsTakeTheReplayLayout(t *testing.T) {
 		}
 	}
 }
+
+// word matches exactly as literal does, at any offset and on any length.
+func TestWordIsLiteral(t *testing.T) {
+	const lit = `,"datacontenttype":"application/json","aggregatetype":`
+	for n := 0; n <= len(lit); n++ {
+		s := lit[:n]
+		for _, doc := range []string{lit, lit[:len(lit)-1], "x" + lit, lit[:n/2] + "?" + lit[n/2+1:], ""} {
+			for at := range min(len(doc), 3) + 1 {
+				a, b := reader{b: []byte(doc), i: at}, reader{b: []byte(doc), i: at}
+				if got, want := a.word(s), b.literal(s); got != want || a.i != b.i {
+					t.Fatalf("word(%q) at %d of %q = %v, %d; literal %v, %d", s, at, doc, got, a.i, want, b.i)
+				}
+			}
+		}
+	}
+}
