@@ -1,6 +1,7 @@
 package aggregates
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"strconv"
@@ -159,6 +160,36 @@ func (r *reader) literal(s string) bool {
 	return false
 }
 
+// word is literal for the attribute names of readReplayLayout: it compares
+// eight bytes at a time inline, which for these short strings is cheaper
+// than the runtime's comparison.
+func (r *reader) word(s string) bool {
+	b := r.b[r.i:]
+	if len(b) < len(s) {
+		return false
+	}
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != le64(s[i:]) {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if b[i] != s[i] {
+			return false
+		}
+	}
+	r.i += len(s)
+	return true
+}
+
+// le64 is binary.LittleEndian.Uint64 of the first eight bytes of s.
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
 // plainString reads a string without escapes and returns its contents:
 // exactly the bytes encoding/json would produce, valid UTF-8 included.
 func (r *reader) plainString() ([]byte, bool) {
@@ -167,7 +198,16 @@ func (r *reader) plainString() ([]byte, bool) {
 	}
 	start, ascii := r.i, true
 	b := r.b
-	for i := r.i; i < len(b); i++ {
+	i := r.i
+	// Eight bytes at a time while none is special; the loop below reads
+	// the rest, and the eight bytes that hold a special one.
+	for ; i+8 <= len(b); i += 8 {
+		if plain8(binary.LittleEndian.Uint64(b[i:])) {
+			continue
+		}
+		break
+	}
+	for ; i < len(b); i++ {
 		switch strClass[b[i]] {
 		case 0:
 		case 1:
@@ -181,6 +221,16 @@ func (r *reader) plainString() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// plain8 reports whether the eight bytes of x are all plain in a string:
+// printable ASCII but the quote and the backslash. It may report false for
+// plain bytes, never true for others (the tests of zero bytes have false
+// positives only).
+func plain8(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	q, bs := x^(lo*'"'), x^(lo*'\\')
+	return ((q-lo)&^q|(bs-lo)&^bs|(x-lo*0x20)&^x|x)&hi == 0
 }
 
 // strClass classifies the bytes of a JSON string for plainString: 0 plain,
@@ -788,4 +838,262 @@ func readSnapshot(b []byte, id *string, version *int64, state unsafe.Pointer, p 
 			return false
 		}
 	}
+}
+
+// replayWire is what a replay needs of an event document, as readReplay
+// finds it: every slice aliases the document.
+type replayWire struct {
+	typ, subject, causation, data []byte
+	version, schema               int64
+	// unchecked: data was not read as a JSON value, only found as the
+	// rest of the document; decoding it checks it.
+	unchecked bool
+}
+
+// readReplay reads from b what replaying the event needs (its type,
+// subject, version, schema version, causation id and data) and checks the
+// rest no further than DecodeEvent's verdict requires, without converting
+// or parsing what replay does not use. It reports whether b is an event
+// DecodeEvent accepts, as far as the envelope goes (the type and the data
+// are the caller's to check); on anything it is not sure of (escapes,
+// other or repeated attributes, null where a value is required, a time
+// not written as Encode writes it) it returns false and the caller
+// decodes b with DecodeEvent, whose verdict and errors stand. A fuzz test
+// holds it to that.
+func readReplay(b []byte, w *replayWire) bool {
+	if readReplayLayout(b, w) {
+		return true
+	}
+	*w = replayWire{}
+	r := reader{b: b}
+	var seen [nFields]bool
+	r.space()
+	if !r.eat('{') {
+		return false
+	}
+	r.space()
+	if r.eat('}') {
+		return false // no type, id, subject or version: an error
+	}
+	for {
+		r.space()
+		key, ok := r.plainString()
+		if !ok {
+			return false
+		}
+		f := envelopeField(key)
+		if f < 0 || seen[f] {
+			return false
+		}
+		seen[f] = true
+		r.space()
+		if !r.eat(':') {
+			return false
+		}
+		r.space()
+		if !r.replayValue(f, w) {
+			return false
+		}
+		r.space()
+		if r.eat('}') {
+			break
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+	return r.end() && seen[fSpecVersion] && seen[fID] && seen[fType] && seen[fSubject] && seen[fVersion]
+}
+
+func (r *reader) replayValue(f int, w *replayWire) bool {
+	switch f {
+	case fSpecVersion:
+		s, ok := r.plainString()
+		return ok && string(s) == SpecVersion
+	case fID:
+		s, ok := r.plainString()
+		return ok && strictULID(s)
+	case fType:
+		s, ok := r.plainString()
+		w.typ = s
+		return ok
+	case fSubject:
+		s, ok := r.plainString()
+		w.subject = s
+		return ok && len(s) > 0
+	case fCausationID:
+		if r.literal("null") {
+			return true
+		}
+		s, ok := r.plainString()
+		w.causation = s
+		return ok
+	case fSource, fDataContentType, fAggregateType, fCorrelationID, fActor, fTraceParent:
+		if r.literal("null") {
+			return true
+		}
+		_, ok := r.plainString()
+		return ok
+	case fTime:
+		if r.literal("null") {
+			return true
+		}
+		s, ok := r.plainString()
+		return ok && canonicalTime(s)
+	case fVersion:
+		v, ok := r.integer()
+		w.version = v
+		return ok && v >= 0
+	case fSchemaVersion:
+		if r.literal("null") {
+			return true
+		}
+		v, ok := r.integer()
+		w.schema = v
+		return ok && v >= 0 && int64(int(v)) == v
+	case fData:
+		start := r.i
+		if !r.valid(0) {
+			return false
+		}
+		w.data = r.b[start:r.i:r.i]
+		return true
+	}
+	return false
+}
+
+// strictULID reports whether ulid.ParseStrict accepts text: 26 digits of
+// Crockford's base32, the first at most 7.
+func strictULID(text []byte) bool {
+	if len(text) != ulid.EncodedSize || text[0] > '7' {
+		return false
+	}
+	for _, c := range text {
+		if !crockford(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalTime reports whether s is a time as Encode writes it, in UTC:
+// YYYY-MM-DDTHH:MM:SS, an optional fraction of 1 to 9 digits, and Z. Such
+// a time is one time.Time.UnmarshalJSON reads and whose year is in
+// 0000-9999. Other forms, valid or not, are left to DecodeEvent.
+func canonicalTime(s []byte) bool {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[len(s)-1] != 'Z' {
+		return false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range s[i : i+n] {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		num(11, 2) < 0 || num(11, 2) > 23 || num(14, 2) < 0 || num(14, 2) > 59 || num(17, 2) < 0 || num(17, 2) > 59 {
+		return false
+	}
+	frac := s[19 : len(s)-1]
+	if len(frac) == 0 {
+		return true
+	}
+	return frac[0] == '.' && len(frac) >= 2 && len(frac) <= 10 && num(20, len(frac)-1) >= 0
+}
+
+// daysIn is the number of days of month in year (proleptic Gregorian).
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// readReplayLayout is readReplay for the layout Encode writes: the
+// attributes in its order, without white space, the optional ones present
+// or not. It matches the attribute names as one literal each and reads
+// only the values; it accepts a subset of what the general loop accepts,
+// with the same checks of every value, and gives up on anything else.
+func readReplayLayout(b []byte, w *replayWire) bool {
+	r := reader{b: b}
+	if !r.word(`{"specversion":"1.0","id":"`) || len(b)-r.i < ulid.EncodedSize+1 {
+		return false
+	}
+	r.i-- // the id's opening quote
+	id, ok := r.plainString()
+	if !ok || !strictULID(id) || !r.word(`,"type":`) {
+		return false
+	}
+	if w.typ, ok = r.plainString(); !ok || !r.word(`,"source":`) {
+		return false
+	}
+	if _, ok = r.plainString(); !ok || !r.word(`,"subject":`) {
+		return false
+	}
+	if w.subject, ok = r.plainString(); !ok || len(w.subject) == 0 || !r.word(`,"time":`) {
+		return false
+	}
+	t, ok := r.plainString()
+	if !ok || !canonicalTime(t) || !r.word(`,"datacontenttype":"application/json","aggregatetype":`) {
+		return false
+	}
+	if _, ok = r.plainString(); !ok || !r.word(`,"aggregateversion":`) {
+		return false
+	}
+	if w.version, ok = r.digits(); !ok || !r.word(`,"schemaversion":`) {
+		return false
+	}
+	if w.schema, ok = r.digits(); !ok {
+		return false
+	}
+	if r.word(`,"causationid":`) {
+		if w.causation, ok = r.plainString(); !ok {
+			return false
+		}
+	}
+	for _, name := range [...]string{`,"correlationid":`, `,"actor":`, `,"traceparent":`} {
+		if r.word(name) {
+			if _, ok = r.plainString(); !ok {
+				return false
+			}
+		}
+	}
+	if !r.word(`,"data":`) || len(b)-r.i < 2 || b[len(b)-1] != '}' {
+		return false
+	}
+	// The data is the rest of the document, but its closing brace: the
+	// caller's decoding of it reads it as a JSON value, or gives up.
+	w.data, w.unchecked = b[r.i:len(b)-1:len(b)-1], true
+	return true
+}
+
+// digits reads a non-negative integer of at most 18 digits without a
+// leading zero (so it fits an int64, and an int), as JSON and
+// strconv.ParseInt read it.
+func (r *reader) digits() (int64, bool) {
+	var v int64
+	start := r.i
+	for r.i < len(r.b) && r.b[r.i] >= '0' && r.b[r.i] <= '9' {
+		v = v*10 + int64(r.b[r.i]-'0')
+		r.i++
+	}
+	n := r.i - start
+	if n == 0 || n > 18 || n > 1 && r.b[start] == '0' {
+		return 0, false
+	}
+	if r.i < len(r.b) && (r.b[r.i] == '.' || r.b[r.i] == 'e' || r.b[r.i] == 'E') {
+		return 0, false
+	}
+	return v, true
 }

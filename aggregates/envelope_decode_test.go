@@ -1,7 +1,9 @@
 package aggregates
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -155,6 +157,104 @@ func TestValidBoundsNestingAsEncodingJSON(t *testing.T) {
 		r := reader{b: b}
 		if got, want := r.valid(0) && r.end(), json.Valid(b); got != want {
 			t.Errorf("depth %d: valid %v, json.Valid %v", n, got, want)
+		}
+	}
+}
+
+// canonicalTime accepts only times time.Time.UnmarshalJSON reads (with a
+// year in 0000-9999), and every time Encode writes.
+func TestCanonicalTimeIsUnmarshalJSONs(t *testing.T) {
+	accepted := 0
+	for _, year := range []string{"0000", "1900", "2000", "2023", "2024", "9999"} {
+		for month := 0; month <= 13; month++ {
+			for day := 0; day <= 32; day++ {
+				for _, clock := range []string{"00:00:00", "23:59:59", "24:00:00", "12:60:00", "12:00:60", "1a:00:00"} {
+					for _, frac := range []string{"", ".", ".5", ".123456789", ".1234567890", ".x"} {
+						for _, zone := range []string{"Z", "z", "+00:00"} {
+							s := fmt.Sprintf("%s-%02d-%02dT%s%s%s", year, month, day, clock, frac, zone)
+							if !canonicalTime([]byte(s)) {
+								continue
+							}
+							accepted++
+							var tm time.Time
+							if err := tm.UnmarshalJSON([]byte(`"` + s + `"`)); err != nil || !inRFC3339Range(tm) {
+								t.Fatalf("canonicalTime accepts %s; UnmarshalJSON: %v, year %d", s, err, tm.Year())
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if accepted == 0 {
+		t.Fatal("canonicalTime accepted nothing")
+	}
+	for _, tm := range []time.Time{time.Date(2024, 2, 29, 23, 59, 59, 1, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(1_700_000_000, 120_000_000).In(time.FixedZone("x", 3600))} {
+		b := tm.UTC().AppendFormat(nil, time.RFC3339Nano)
+		if !canonicalTime(b) {
+			t.Fatalf("canonicalTime refuses %s, as Encode writes it", b)
+		}
+	}
+}
+
+// plain8 finds any special byte at any position of the word.
+func TestPlain8(t *testing.T) {
+	for c := range 256 {
+		for pos := range 8 {
+			w := []byte("aZ09 ~!}")
+			w[pos] = byte(c)
+			got := plain8(binary.LittleEndian.Uint64(w))
+			if want := strClass[c] == 0; got != want {
+				t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
+			}
+		}
+	}
+}
+
+// The documents Encode writes take readReplayLayout, and it reads them as
+// the general loop does.
+func TestEncodedEventsTakeTheReplayLayout(t *testing.T) {
+	id, _ := NewID(time.Unix(1700000000, 0))
+	for _, e := range []Event{
+		{ID: id, Type: "order.LineAdded", Source: "/chronicle/order", Subject: "o-42", Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC),
+			AggregateType: "order", Version: 3, SchemaVersion: 2, CausationID: id.String(), CorrelationID: "corr", Actor: "ünïcödé",
+			TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", Data: map[string]any{"q": 1, "s": "a\"<b>"}},
+		{ID: id, Type: "order.OrderCreated", Subject: "o", Data: nil},
+		{ID: id, Type: "order.OrderCreated", Subject: "o", Version: 123456789012345678, CorrelationID: "c", Data: []int{1}},
+	} {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fast, general replayWire
+		if !readReplayLayout(b, &fast) {
+			t.Fatalf("readReplayLayout gave up on %s", b)
+		}
+		if !readReplay(append([]byte(" "), b...), &general) { // a space: the general loop
+			t.Fatalf("readReplay gave up on %s", b)
+		}
+		if !fast.unchecked {
+			t.Fatalf("readReplayLayout read the data of %s", b)
+		}
+		fast.unchecked = false
+		if !reflect.DeepEqual(fast, general) {
+			t.Fatalf("layout read %+v, general loop %+v", fast, general)
+		}
+	}
+}
+
+// word matches exactly as literal does, at any offset and on any length.
+func TestWordIsLiteral(t *testing.T) {
+	const lit = `,"datacontenttype":"application/json","aggregatetype":`
+	for n := 0; n <= len(lit); n++ {
+		s := lit[:n]
+		for _, doc := range []string{lit, lit[:len(lit)-1], "x" + lit, lit[:n/2] + "?" + lit[n/2+1:], ""} {
+			for at := range min(len(doc), 3) + 1 {
+				a, b := reader{b: []byte(doc), i: at}, reader{b: []byte(doc), i: at}
+				if got, want := a.word(s), b.literal(s); got != want || a.i != b.i {
+					t.Fatalf("word(%q) at %d of %q = %v, %d; literal %v, %d", s, at, doc, got, a.i, want, b.i)
+				}
+			}
 		}
 	}
 }

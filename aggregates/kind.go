@@ -23,6 +23,9 @@ type Kind interface {
 	NewAggregate(id string) Aggregate
 	// DecodeEvent decodes and upcasts one event document.
 	DecodeEvent(b []byte) (Event, error)
+	// DecodeEventForReplay decodes one stored event for Apply, filling
+	// only what Apply reads; see Definition.DecodeEventForReplay.
+	DecodeEventForReplay(b []byte, subject func([]byte) string) (Event, error)
 	// DecodeCommandData decodes a command's payload into its Go type.
 	DecodeCommandData(cmd *Command) (any, error)
 	// NewCommand builds a command envelope for a registered payload.

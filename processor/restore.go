@@ -208,16 +208,30 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 	batch := make([]decodedEvent, 0, 512)
 	var ids []string
 	seen := map[string]struct{}{}
+	// The subject of most events is an aggregate in memory: its id string
+	// serves, instead of a new one per event. cached says whether the last
+	// event's was.
+	var cached bool
+	subject := func(b []byte) string {
+		ent := s.cache.entries[string(b)]
+		if cached = ent != nil; cached {
+			return ent.agg.ID()
+		}
+		return string(b)
+	}
 	err := src.read(ctx, start, end, func(recs []rawEvent) error {
 		batch, ids = batch[:0], ids[:0]
 		clear(seen)
 		for _, r := range recs {
-			e, err := s.kind.DecodeEvent(r.value)
+			// The event's causation id shares r.value, which batch keeps
+			// until the event is applied.
+			cached = false
+			e, err := s.kind.DecodeEventForReplay(r.value, subject)
 			if err != nil {
 				return s.stop(src, r, err)
 			}
 			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value})
-			if s.cache.entries[e.Subject] != nil {
+			if cached || s.cache.entries[e.Subject] != nil { // the decoding may not have looked it up
 				continue // loaded already: most events once the aggregates are in memory
 			}
 			if _, ok := seen[e.Subject]; !ok {
