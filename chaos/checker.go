@@ -782,12 +782,11 @@ func checkEvents(h *History, want map[string][]modelEvent, rep *Report) map[stri
 	// Versions 0..n; and every command's events come from one decision:
 	// one aggregate, one time stamp (all events of one decision carry the
 	// same time), consecutive versions.
-	type decision struct {
-		aggregate, time string
-	}
 	type causeInfo struct {
 		decisions []decision
 		versions  []int64
+		// byDecision are the versions of each decision's events.
+		byDecision map[decision][]int64
 	}
 	causes := map[string]*causeInfo{}
 	var causeOrder []string
@@ -809,23 +808,21 @@ func checkEvents(h *History, want map[string][]modelEvent, rep *Report) map[stri
 			}
 			c := causes[e.causation]
 			if c == nil {
-				c = &causeInfo{}
+				c = &causeInfo{byDecision: map[decision][]int64{}}
 				causes[e.causation] = c
 				causeOrder = append(causeOrder, e.causation)
 			}
-			if d := (decision{id, e.time}); !slices.Contains(c.decisions, d) {
+			d := decision{id, e.time}
+			if !slices.Contains(c.decisions, d) {
 				c.decisions = append(c.decisions, d)
 			}
 			c.versions = append(c.versions, e.version)
+			c.byDecision[d] = append(c.byDecision[d], e.version)
 		}
 	}
 	for _, cause := range causeOrder {
 		c := causes[cause]
-		ok := len(c.decisions) == 1
-		for i := 1; ok && i < len(c.versions); i++ {
-			ok = c.versions[i] == c.versions[i-1]+1
-		}
-		if !ok {
+		if !appliedOnce(c.decisions, c.byDecision, have) {
 			rep.add(CommandAppliedTwice, 1, "command %s caused events at versions %v in %d decision(s) %v", cause, c.versions, len(c.decisions), c.decisions)
 		}
 	}
@@ -977,4 +974,49 @@ func mergeKeys[A, B any](a map[string]A, b map[string]B) map[string]struct{} {
 		out[k] = struct{}{}
 	}
 	return out
+}
+
+// decision is one decision of the processor: its events share an aggregate
+// and a time stamp.
+type decision struct {
+	aggregate, time string
+}
+
+// appliedOnce reports whether a command's events are what one decision
+// makes, or what several make where each after the first came once the
+// command had left the aggregate's idempotency window: at least
+// IdempotencyWindow other commands produced events between them. Such a
+// resend is a new command by the documented contract (the model predicts
+// it accepted, and the outcome check holds the processor to that).
+func appliedOnce(decisions []decision, byDecision map[decision][]int64, have map[string][]modelEvent) bool {
+	consecutive := func(vs []int64) bool {
+		for i := 1; i < len(vs); i++ {
+			if vs[i] != vs[i-1]+1 {
+				return false
+			}
+		}
+		return true
+	}
+	for _, d := range decisions {
+		if !consecutive(byDecision[d]) {
+			return false
+		}
+	}
+	for i := 1; i < len(decisions); i++ {
+		prev, next := byDecision[decisions[i-1]], byDecision[decisions[i]]
+		agg := decisions[i-1].aggregate
+		if agg != decisions[i].aggregate || len(prev) == 0 || len(next) == 0 {
+			return false
+		}
+		others := map[string]struct{}{}
+		for _, e := range have[agg] {
+			if e.version > prev[len(prev)-1] && e.version < next[0] && e.causation != "" {
+				others[e.causation] = struct{}{}
+			}
+		}
+		if len(others) < IdempotencyWindow {
+			return false
+		}
+	}
+	return true
 }

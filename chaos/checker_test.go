@@ -352,3 +352,31 @@ func TestCheckFindsAStallAfterAFault(t *testing.T) {
 		t.Errorf("late at %v, want t0+50.5s", got.Sub(t0))
 	}
 }
+
+// A resend that comes once IdempotencyWindow other commands have produced
+// events on its aggregate is a new command by contract (the model predicts
+// it accepted); one that comes sooner is a command applied twice.
+func TestAppliedOnceAllowsAResendBeyondTheIdempotencyWindow(t *testing.T) {
+	for _, between := range []int{IdempotencyWindow - 1, IdempotencyWindow} {
+		var evs []modelEvent
+		add := func(cause, at string) {
+			evs = append(evs, modelEvent{version: int64(len(evs)), causation: cause, time: at})
+		}
+		add("resent", "t0")
+		for i := range between {
+			add(fmt.Sprintf("other-%d", i), fmt.Sprintf("t%d", i+1))
+		}
+		add("resent", "later")
+		first, again := decision{"o-1", "t0"}, decision{"o-1", "later"}
+		by := map[decision][]int64{first: {0}, again: {int64(between + 1)}}
+		got := appliedOnce([]decision{first, again}, by, map[string][]modelEvent{"o-1": evs})
+		if want := between >= IdempotencyWindow; got != want {
+			t.Errorf("%d other commands between: appliedOnce = %v, want %v", between, got, want)
+		}
+	}
+	// One decision whose versions are not consecutive is never one application.
+	d := decision{"o-1", "t0"}
+	if appliedOnce([]decision{d}, map[decision][]int64{d: {0, 2}}, nil) {
+		t.Error("versions 0 and 2 of one decision passed")
+	}
+}
