@@ -3,11 +3,9 @@ package aggregates
 import (
 	"encoding/binary"
 	"encoding/json"
-	"reflect"
 	"strconv"
 	"strings"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -253,7 +251,9 @@ func (r *reader) integer() (int64, bool) {
 		r.i++
 	}
 	digits := r.i
+	var v int64 // the digits' value while it cannot overflow
 	for r.i < len(r.b) && r.b[r.i] >= '0' && r.b[r.i] <= '9' {
+		v = v*10 + int64(r.b[r.i]-'0')
 		r.i++
 	}
 	n := r.i - digits
@@ -262,6 +262,12 @@ func (r *reader) integer() (int64, bool) {
 	}
 	if r.i < len(r.b) && (r.b[r.i] == '.' || r.b[r.i] == 'e' || r.b[r.i] == 'E') {
 		return 0, false
+	}
+	if n <= 18 { // below 10^18: v is exact
+		if digits > start {
+			v = -v
+		}
+		return v, true
 	}
 	v, err := strconv.ParseInt(string(r.b[start:r.i]), 10, 64)
 	return v, err == nil
@@ -743,101 +749,6 @@ func crockford(c byte) bool {
 		c -= 'a' - 'A'
 	}
 	return c >= 'A' && c <= 'Z' && c != 'I' && c != 'L' && c != 'O' && c != 'U'
-}
-
-// readSnapshot reads a snapshot document as json.Unmarshal of a
-// snapshotWire would, the state by its plan, and reports whether it could;
-// anything unusual (other keys, escapes, null, a state the plan does not
-// read) makes it give up, and the caller uses encoding/json.
-func readSnapshot(b []byte, id *string, version *int64, state unsafe.Pointer, p *plan, recent *[]ulid.ULID) bool {
-	if p == nil || !p.decodable || p.kind != reflect.Struct {
-		return false
-	}
-	r := reader{b: b}
-	var seen [4]bool
-	r.space()
-	if !r.eat('{') {
-		return false
-	}
-	r.space()
-	if r.eat('}') {
-		return r.end()
-	}
-	for {
-		r.space()
-		key, ok := r.plainString()
-		if !ok {
-			return false
-		}
-		f := -1
-		switch string(key) {
-		case "id":
-			f = 0
-		case "version":
-			f = 1
-		case "state":
-			f = 2
-		case "recent":
-			f = 3
-		}
-		if f < 0 || seen[f] {
-			return false
-		}
-		seen[f] = true
-		r.space()
-		if !r.eat(':') {
-			return false
-		}
-		r.space()
-		switch f {
-		case 0:
-			s, ok := r.plainString()
-			if !ok {
-				return false
-			}
-			*id = string(s)
-		case 1:
-			if *version, ok = r.integer(); !ok {
-				return false
-			}
-		case 2:
-			if !p.decodeValue(&r, state, 0) {
-				return false
-			}
-		case 3:
-			if !r.eat('[') {
-				return false
-			}
-			r.space()
-			ids := make([]ulid.ULID, 0, 8)
-			if !r.eat(']') {
-				for {
-					r.space()
-					s, ok := r.plainString()
-					var u ulid.ULID
-					if !ok || u.UnmarshalText(s) != nil { // what encoding/json calls
-						return false
-					}
-					ids = append(ids, u)
-					r.space()
-					if r.eat(']') {
-						break
-					}
-					if !r.eat(',') {
-						return false
-					}
-				}
-			}
-			*recent = ids
-		}
-		r.space()
-		if r.eat('}') {
-			return r.end()
-		}
-		if !r.eat(',') {
-			return false
-		}
-	}
 }
 
 // replayWire is what a replay needs of an event document, as readReplay

@@ -272,17 +272,24 @@ func (p *plan) decodeObject(r *reader, v unsafe.Pointer, depth int) bool {
 	if r.eat('}') {
 		return true
 	}
+	next := 0 // the field after the last one read: the usual next key
 	for {
 		r.space()
-		key, ok := r.plainString()
-		if !ok {
-			return false
+		i := -1
+		if next < len(p.fields) && r.word(p.fields[next].prefix[:len(p.fields[next].prefix)-1]) {
+			i = next // the key, quoted: a plain string, since names are plain
+		} else {
+			key, ok := r.plainString()
+			if !ok {
+				return false
+			}
+			i = p.field(key)
 		}
-		i := p.field(key)
 		if i < 0 || seen&(1<<i) != 0 {
 			return false // unknown (encoding/json words the error), other case, or repeated
 		}
 		seen |= 1 << i
+		next = i + 1
 		r.space()
 		if !r.eat(':') {
 			return false
@@ -314,12 +321,11 @@ func (p *plan) decodeArray(r *reader, v unsafe.Pointer, depth int) bool {
 		reflect.NewAt(p.elemType, v).Elem().Set(reflect.MakeSlice(p.elemType, 0, 0))
 		return true
 	}
-	t := p.elemType
 	for {
 		if h.len == h.cap {
-			grown := reflect.MakeSlice(t, h.len, max(4, 2*h.cap))
-			reflect.Copy(grown, reflect.NewAt(t, v).Elem())
-			reflect.NewAt(t, v).Elem().Set(grown)
+			// Grow reallocates the slice at v in place: no slice header
+			// escapes, nothing is copied twice.
+			reflect.NewAt(p.elemType, v).Elem().Grow(max(4, h.cap))
 		}
 		r.space()
 		if !p.elem.decodeValue(r, unsafe.Add(h.data, uintptr(h.len)*p.elem.size), depth+1) {

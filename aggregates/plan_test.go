@@ -6,9 +6,12 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/oklog/ulid/v2"
 )
 
 type planName string
@@ -190,25 +193,82 @@ func FuzzPlanDecodeNested(f *testing.F) {
 }
 
 func FuzzSnapshotReader(f *testing.F) {
-	f.Add([]byte(`{"id":"o-1","version":3,"state":{"name":"n","lines":[{"p":1}],"tags":[]},"recent":["01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01jdq6w3z8v0q3x4m0s1y2k5ta"]}`))
-	f.Add([]byte(`{"id":"o-1","version":-1,"state":{},"recent":[]}`))
-	f.Add([]byte(`{"recent":["nope"]}`))
-	f.Add([]byte(`{"state":null}`))
+	f.Add([]byte(`{"id":"o-1","version":3,"state":{"name":"n","lines":[{"p":1}],"tags":[]},"recent":["01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01jdq6w3z8v0q3x4m0s1y2k5ta"]}`), uint8(32))
+	f.Add([]byte(`{"id":"o-1","version":-1,"state":{},"recent":[]}`), uint8(32))
+	f.Add([]byte(`{"recent":["nope"]}`), uint8(32))
+	f.Add([]byte(`{"state":null}`), uint8(32))
+	f.Add([]byte(`{"recent":["00000000000000000000000000","00000000000000000000000000","01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]}`), uint8(2))
+	f.Add([]byte(`{"recent":[ "01JDQ6W3Z8V0Q3X4M0S1Y2K5TB" , "0!JDQ6W3Z8V0Q3X4M0S1Y2K5TB","8ZZZZZZZZZZZZZZZZZZZZZZZZZ"]}`), uint8(0))
 	p := planFor(reflect.TypeFor[planNested]())
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var fast snapshotWire[planNested]
-		if !readSnapshot(b, &fast.ID, &fast.Version, unsafe.Pointer(&fast.State), p, &fast.Recent) {
+	f.Fuzz(func(t *testing.T, b []byte, max uint8) {
+		var fast snapshotRead
+		var state planNested
+		if !readSnapshot(b, p, unsafe.Pointer(&state), int(max), &fast) {
 			return
 		}
 		var slow snapshotWire[planNested]
 		if err := json.Unmarshal(b, &slow); err != nil {
 			t.Fatalf("fast reader accepted what encoding/json refuses (%v):\n%q", err, b)
 		}
-		if len(fast.Recent) == 0 && len(slow.Recent) == 0 {
-			fast.Recent, slow.Recent = nil, nil
+		if string(fast.id) != slow.ID || fast.version != slow.Version || !reflect.DeepEqual(state, slow.State) {
+			t.Fatalf("fast reader read\n%q %d %#v\nencoding/json read\n%q %d %#v\nfrom %q", fast.id, fast.version, state, slow.ID, slow.Version, slow.State, b)
 		}
-		if !reflect.DeepEqual(fast, slow) {
-			t.Fatalf("fast reader read\n%#v\nencoding/json read\n%#v\nfrom %q", fast, slow, b)
+		want := window{max: int(max)}
+		for _, id := range slow.Recent {
+			want.add(id)
+		}
+		got := fast.recent
+		if !slices.Equal(got.ordered(), want.ordered()) || got.next != want.next || got.max != want.max || len(got.ids) > got.max {
+			t.Fatalf("fast reader's window %+v, adding encoding/json's ids makes %+v, from %q", got, want, b)
+		}
+	})
+}
+
+// FuzzUnmarshalSnapshot holds UnmarshalSnapshot to what decoding with
+// encoding/json and adding the ids one by one does: the same aggregate, or
+// the same error, and the aggregate unchanged then.
+func FuzzUnmarshalSnapshot(f *testing.F) {
+	f.Add([]byte(`{"id":"o-1","version":3,"state":{"name":"n","lines":[{"p":1}],"tags":[]},"recent":["01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01jdq6w3z8v0q3x4m0s1y2k5ta"]}`), uint8(32))
+	f.Add([]byte(`{"id":"o-2","version":3,"state":{}}`), uint8(32))
+	f.Add([]byte(`{"id":"o-1","version":-2,"state":{}}`), uint8(32))
+	f.Add([]byte(`{"id":"o-1","version":1,"state":{"name":"x"},"recent":["01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01JDQ6W3Z8V0Q3X4M0S1Y2K5TA","01JDQ6W3Z8V0Q3X4M0S1Y2K5T9"]}`), uint8(2))
+	f.Add([]byte(`{"id":"o-1","version":1,"state":{},"recent":["01JDQ6W3Z8V0Q3X4M0S1Y2K5TB"]}`), uint8(0))
+	f.Add([]byte(`{"id":"o-1","version":99999999999999999999,"state":{}}`), uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, max uint8) {
+		d := MustDefine("snap",
+			When("Named", func(s *planNested, e planLine) { s.Lines = append(s.Lines, e) }),
+			Handle("Add", func(s planNested, c planLine) ([]any, error) { return []any{c}, nil }),
+			Window[planNested](int(max)))
+		if d.statePlan == nil {
+			t.Fatal("planNested has no plan")
+		}
+		before := d.New("o-1")
+		before.recent.add(ulid.ULID{15: 1})
+		got := *before
+		err := got.UnmarshalSnapshot(b)
+
+		want := *before
+		var w snapshotWire[planNested]
+		var wantErr error
+		if jerr := json.Unmarshal(b, &w); jerr != nil {
+			wantErr = &DecodeError{What: "snapshot", Type: d.name, Err: jerr}
+		} else if w.ID != want.id {
+			wantErr = wrongSnapshot(w.ID, want.id)
+		} else if w.Version < -1 {
+			wantErr = badSnapshotVersion(d.name, w.Version)
+		} else {
+			want.version, want.state, want.recent = w.Version, w.State, window{max: d.window}
+			for _, id := range w.Recent {
+				want.recent.add(id)
+			}
+		}
+		if (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() {
+			t.Fatalf("UnmarshalSnapshot: %v, encoding/json: %v, from %q", err, wantErr, b)
+		}
+		if got.version != want.version || !reflect.DeepEqual(got.state, want.state) ||
+			!slices.Equal(got.recent.ordered(), want.recent.ordered()) || got.recent.next != want.recent.next ||
+			got.recent.max != want.recent.max || len(got.recent.ids) > got.recent.max && got.recent.max > 0 {
+			t.Fatalf("UnmarshalSnapshot made\n%+v\nencoding/json makes\n%+v\nfrom %q", got, want, b)
 		}
 	})
 }
@@ -244,8 +304,9 @@ func TestSnapshotsAreWhatJSONMarshalWrites(t *testing.T) {
 		!reflect.DeepEqual(back.recent.ordered(), r.recent.ordered()) {
 		t.Fatalf("read back %+v %v", back, err)
 	}
-	var w snapshotWire[state]
-	if !readSnapshot(got, &w.ID, &w.Version, unsafe.Pointer(&w.State), d.statePlan, &w.Recent) {
+	var w snapshotRead
+	var s state
+	if !readSnapshot(got, d.statePlan, unsafe.Pointer(&s), d.window, &w) {
 		t.Fatal("the fast reader gave up on a snapshot MarshalSnapshot wrote")
 	}
 }

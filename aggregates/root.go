@@ -321,18 +321,33 @@ func (r *Root[S]) MarshalSnapshot() ([]byte, error) {
 // UnmarshalSnapshot restores the aggregate from MarshalSnapshot's output. The
 // snapshot must be of this aggregate. On error the aggregate is unchanged.
 func (r *Root[S]) UnmarshalSnapshot(b []byte) error {
-	var w snapshotWire[S]
-	if !readSnapshot(b, &w.ID, &w.Version, unsafe.Pointer(&w.State), r.def.statePlan, &w.Recent) {
-		w = snapshotWire[S]{}
-		if err := json.Unmarshal(b, &w); err != nil {
-			return &DecodeError{What: "snapshot", Type: r.def.name, Err: err}
+	// The state is read into r.next, which costs no allocation, unlike a
+	// variable whose address the plan is given.
+	r.dropNext()
+	var fast snapshotRead
+	ok := readSnapshot(b, r.def.statePlan, unsafe.Pointer(&r.next), r.def.window, &fast)
+	state := r.next
+	r.dropNext()
+	if ok {
+		if string(fast.id) != r.id {
+			return wrongSnapshot(string(fast.id), r.id)
 		}
+		if fast.version < -1 {
+			return badSnapshotVersion(r.def.name, fast.version)
+		}
+		r.version, r.state, r.recent = fast.version, state, fast.recent
+		r.changes = nil
+		return nil
+	}
+	var w snapshotWire[S]
+	if err := json.Unmarshal(b, &w); err != nil {
+		return &DecodeError{What: "snapshot", Type: r.def.name, Err: err}
 	}
 	if w.ID != r.id {
-		return fmt.Errorf("%w: snapshot of %q given to %q", ErrWrongAggregate, truncate(w.ID), r.id)
+		return wrongSnapshot(w.ID, r.id)
 	}
 	if w.Version < -1 {
-		return &DecodeError{What: "snapshot", Type: r.def.name, Err: fmt.Errorf("version %d", w.Version)}
+		return badSnapshotVersion(r.def.name, w.Version)
 	}
 	r.version, r.state = w.Version, w.State
 	r.recent = window{max: r.def.window}
@@ -341,6 +356,14 @@ func (r *Root[S]) UnmarshalSnapshot(b []byte) error {
 	}
 	r.changes = nil
 	return nil
+}
+
+func wrongSnapshot(got, want string) error {
+	return fmt.Errorf("%w: snapshot of %q given to %q", ErrWrongAggregate, truncate(got), want)
+}
+
+func badSnapshotVersion(typ string, v int64) error {
+	return &DecodeError{What: "snapshot", Type: typ, Err: fmt.Errorf("version %d", v)}
 }
 
 // stateWire is the JSON shape of MarshalState.

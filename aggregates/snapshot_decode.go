@@ -1,0 +1,181 @@
+package aggregates
+
+import (
+	"bytes"
+	"encoding/binary"
+	"reflect"
+	"unsafe"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// snapshotRead is what readSnapshot finds in a snapshot besides the state.
+type snapshotRead struct {
+	id      []byte // aliases the document
+	version int64
+	// recent is the window json.Unmarshal's ids make when added one by one
+	// to an empty window of the definition's size.
+	recent window
+}
+
+// readSnapshot reads a snapshot document as json.Unmarshal of a
+// snapshotWire would, the state by its plan into the zero value at state,
+// and the recent ids straight into a window of max ids, and reports
+// whether it could; anything unusual (other keys, escapes, null, a state
+// the plan does not read) makes it give up, and the caller uses
+// encoding/json. A fuzz test holds it to that.
+func readSnapshot(b []byte, p *plan, state unsafe.Pointer, max int, out *snapshotRead) bool {
+	if p == nil || !p.decodable || p.kind != reflect.Struct {
+		return false
+	}
+	out.recent = window{max: max}
+	r := reader{b: b}
+	var seen [4]bool
+	r.space()
+	if !r.eat('{') {
+		return false
+	}
+	r.space()
+	if r.eat('}') {
+		return r.end()
+	}
+	for {
+		r.space()
+		f := r.snapshotKey()
+		if f < 0 || seen[f] {
+			return false
+		}
+		seen[f] = true
+		r.space()
+		if !r.eat(':') {
+			return false
+		}
+		r.space()
+		switch f {
+		case 0:
+			s, ok := r.plainString()
+			if !ok {
+				return false
+			}
+			out.id = s
+		case 1:
+			v, ok := r.integer()
+			if !ok {
+				return false
+			}
+			out.version = v
+		case 2:
+			if !p.decodeValue(&r, state, 0) {
+				return false
+			}
+		case 3:
+			if !r.recent(&out.recent) {
+				return false
+			}
+		}
+		r.space()
+		if r.eat('}') {
+			return r.end()
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+}
+
+// snapshotKey reads a key of a snapshot document and returns the field it
+// names (0 id, 1 version, 2 state, 3 recent), or -1 for anything else.
+// The keys are matched with their quotes, as plainString would read them.
+func (r *reader) snapshotKey() int {
+	for f, k := range [...]string{`"id"`, `"version"`, `"state"`, `"recent"`} {
+		if r.literal(k) {
+			return f
+		}
+	}
+	return -1 // another key, or one plainString would read otherwise
+}
+
+// recent reads the array of recent command ids into w as adding the ids
+// json.Unmarshal reads, one by one, would make it.
+func (r *reader) recent(w *window) bool {
+	if !r.eat('[') {
+		return false
+	}
+	r.space()
+	if r.eat(']') {
+		return true
+	}
+	if w.max > 0 {
+		// MarshalSnapshot writes n ids in 29n-1 bytes: size the ring for
+		// them at once. Anything else only costs a growth.
+		n := len(r.b) - r.i
+		if end := bytes.IndexByte(r.b[r.i:], ']'); end >= 0 {
+			n = end
+		}
+		w.ids = make([]ulid.ULID, 0, min(w.max, (n+1)/(ulid.EncodedSize+3)+1))
+	}
+	for {
+		r.space()
+		var id ulid.ULID
+		if !r.ulid(&id) {
+			return false
+		}
+		w.add(id)
+		r.space()
+		if r.eat(']') {
+			return true
+		}
+		if !r.eat(',') {
+			return false
+		}
+	}
+}
+
+// ulid reads a JSON string into id, decoding it as ulid.ULID.UnmarshalText
+// does (which is what encoding/json calls). The usual string of 26
+// Crockford digits is decoded here; anything else takes the long way.
+func (r *reader) ulid(id *ulid.ULID) bool {
+	const n = ulid.EncodedSize
+	if b := r.b[r.i:]; len(b) >= n+2 && b[0] == '"' && b[n+1] == '"' && decodeULID(id, (*[n]byte)(b[1:n+1])) {
+		r.i += n + 2
+		return true
+	}
+	s, ok := r.plainString()
+	return ok && id.UnmarshalText(s) == nil
+}
+
+// decodeULID decodes 26 Crockford digits (either case), the first at most
+// 7, into id as ulid.ULID.UnmarshalText does, and reports whether they
+// were such digits (if not, id is unchanged). The digits are read in
+// groups of eight, 40 bits each, independently of one another; then
+// 130 bits = a<<90 | b<<50 | c<<10 | e, whose top two are zero.
+func decodeULID(id *ulid.ULID, v *[ulid.EncodedSize]byte) bool {
+	const t = crockfordValue
+	d := func(i int) uint64 { return uint64(t[v[i]]) }
+	bad := (t[v[0]] | t[v[1]] | t[v[2]] | t[v[3]]) | (t[v[4]] | t[v[5]] | t[v[6]] | t[v[7]]) |
+		(t[v[8]] | t[v[9]] | t[v[10]] | t[v[11]]) | (t[v[12]] | t[v[13]] | t[v[14]] | t[v[15]]) |
+		(t[v[16]] | t[v[17]] | t[v[18]] | t[v[19]]) | (t[v[20]] | t[v[21]] | t[v[22]] | t[v[23]]) |
+		(t[v[24]] | t[v[25]])
+	if bad >= 32 || v[0] > '7' {
+		return false
+	}
+	a := (d(0)<<35 | d(1)<<30) | (d(2)<<25 | d(3)<<20) | (d(4)<<15 | d(5)<<10) | (d(6)<<5 | d(7))
+	b := (d(8)<<35 | d(9)<<30) | (d(10)<<25 | d(11)<<20) | (d(12)<<15 | d(13)<<10) | (d(14)<<5 | d(15))
+	c := (d(16)<<35 | d(17)<<30) | (d(18)<<25 | d(19)<<20) | (d(20)<<15 | d(21)<<10) | (d(22)<<5 | d(23))
+	e := d(24)<<5 | d(25)
+	binary.BigEndian.PutUint64(id[:8], a<<26|b>>14)
+	binary.BigEndian.PutUint64(id[8:], b<<50|c<<10|e)
+	return true
+}
+
+// crockfordValue is the value of each Crockford digit, in either case, and
+// 0xFF for any other byte (ulid's own table). A constant, indexed like an
+// array.
+const crockfordValue = "\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\xFF\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\x0A\x0B\x0C\x0D\x0E\x0F\x10\x11\xFF\x12\x13\xFF\x14\x15\xFF\x16\x17\x18\x19\x1A\xFF\x1B\x1C\x1D\x1E\x1F\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\x0A\x0B\x0C\x0D\x0E\x0F\x10\x11\xFF\x12\x13\xFF\x14\x15\xFF\x16\x17\x18\x19\x1A\xFF\x1B\x1C\x1D\x1E\x1F\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF" +
+	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF"

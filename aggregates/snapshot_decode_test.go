@@ -1,0 +1,48 @@
+package aggregates
+
+import (
+	"testing"
+
+	"github.com/oklog/ulid/v2"
+)
+
+func TestDecodeULIDIsUnmarshalText(t *testing.T) {
+	for _, s := range []string{"01M85NJVJ8ADV53Z55R5C1W1KX", "7ZZZZZZZZZZZZZZZZZZZZZZZZZ", "00000000000000000000000000",
+		"01m85njvj8adv53z55r5c1w1kx", "0123456789abcdefghjkmnpqrs", "0TVWXYZABCDEFGHJKMNPQRS999"} {
+		// Each byte value in each position: the digits decode as ulid
+		// does, anything else is refused (and left to ulid itself).
+		for pos := range ulid.EncodedSize {
+			for c := range 256 {
+				text := []byte(s)
+				text[pos] = byte(c)
+				var got, want ulid.ULID
+				ok := decodeULID(&got, (*[ulid.EncodedSize]byte)(text))
+				strict, err := ulid.ParseStrict(string(text))
+				if ok != (err == nil) {
+					t.Fatalf("decodeULID(%q) = %v, ulid.ParseStrict: %v", text, ok, err)
+				}
+				if !ok {
+					continue
+				}
+				if err := want.UnmarshalText(text); err != nil || got != want || got != strict {
+					t.Fatalf("decodeULID(%q) = %x, UnmarshalText: %x (%v)", text, got[:], want[:], err)
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkDecodeULID(b *testing.B) {
+	text := []byte("01M85NJVJ8ADV53Z55R5C1W1KX")
+	var id ulid.ULID
+	b.Run("decodeULID", func(b *testing.B) {
+		for b.Loop() {
+			decodeULID(&id, (*[ulid.EncodedSize]byte)(text))
+		}
+	})
+	b.Run("UnmarshalText", func(b *testing.B) {
+		for b.Loop() {
+			_ = id.UnmarshalText(text)
+		}
+	})
+}
