@@ -27,6 +27,11 @@ func (w *window) add(id ulid.ULID) {
 		return
 	}
 	if len(w.ids) < w.max {
+		if len(w.ids) == cap(w.ids) { // grow as append would, but never past max
+			grown := make([]ulid.ULID, len(w.ids), min(w.max, max(1, 2*cap(w.ids))))
+			copy(grown, w.ids)
+			w.ids = grown
+		}
 		w.ids = append(w.ids, id)
 		return
 	}

@@ -27,4 +27,11 @@ func TestWindowKeepsTheNewestIDsInOrder(t *testing.T) {
 	if off.contains(id(1)) || off.ids != nil {
 		t.Fatal("a window of 0 remembered an id")
 	}
+	big := window{max: 10}
+	for n := range 12 {
+		big.add(id(byte(n + 1)))
+		if cap(big.ids) > big.max {
+			t.Fatalf("after %d ids the ring has room for %d, more than its %d", n+1, cap(big.ids), big.max)
+		}
+	}
 }
