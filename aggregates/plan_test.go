@@ -278,35 +278,39 @@ func TestSnapshotsAreWhatJSONMarshalWrites(t *testing.T) {
 		Name  string     `json:"name"`
 		Lines []planLine `json:"lines,omitempty"`
 	}
-	d := MustDefine("snap",
-		When("Named", func(s *state, e planLine) { s.Lines = append(s.Lines, e) }),
-		Handle("Add", func(s state, c planLine) ([]any, error) { return []any{c}, nil }))
-	r := d.New("s-1")
-	for i := range 3 {
-		cmd, err := d.NewCommand("s-1", planLine{P: int64(i)}, Metadata{})
+	// Windows that hold every id, that have wrapped around, and none.
+	for _, size := range []int{DefaultWindow, 3, 0} {
+		d := MustDefine("snap",
+			When("Named", func(s *state, e planLine) { s.Lines = append(s.Lines, e) }),
+			Handle("Add", func(s state, c planLine) ([]any, error) { return []any{c}, nil }),
+			Window[state](size))
+		r := d.New("s-1")
+		for i := range 5 {
+			cmd, err := d.NewCommand("s-1", planLine{P: int64(i)}, Metadata{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Execute(&cmd, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := r.MarshalSnapshot()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Execute(&cmd, time.Now()); err != nil {
-			t.Fatal(err)
+		want, _ := json.Marshal(snapshotWire[state]{ID: r.id, Version: r.version, State: r.state, Recent: r.recent.ordered()})
+		if string(got) != string(want) {
+			t.Fatalf("window %d: MarshalSnapshot wrote\n%s\njson.Marshal writes\n%s", size, got, want)
 		}
-	}
-	got, err := r.MarshalSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := json.Marshal(snapshotWire[state]{ID: r.id, Version: r.version, State: r.state, Recent: r.recent.ordered()})
-	if string(got) != string(want) {
-		t.Fatalf("MarshalSnapshot wrote\n%s\njson.Marshal writes\n%s", got, want)
-	}
-	back := d.New("s-1")
-	if err := back.UnmarshalSnapshot(got); err != nil || !reflect.DeepEqual(back.state, r.state) || back.version != r.version ||
-		!reflect.DeepEqual(back.recent.ordered(), r.recent.ordered()) {
-		t.Fatalf("read back %+v %v", back, err)
-	}
-	var w snapshotRead
-	var s state
-	if !readSnapshot(got, d.statePlan, unsafe.Pointer(&s), d.window, &w) {
-		t.Fatal("the fast reader gave up on a snapshot MarshalSnapshot wrote")
+		back := d.New("s-1")
+		if err := back.UnmarshalSnapshot(got); err != nil || !reflect.DeepEqual(back.state, r.state) || back.version != r.version ||
+			!reflect.DeepEqual(back.recent.ordered(), r.recent.ordered()) {
+			t.Fatalf("window %d: read back %+v %v", size, back, err)
+		}
+		var w snapshotRead
+		var s state
+		if !readSnapshot(got, d.statePlan, unsafe.Pointer(&s), d.window, &w) {
+			t.Fatalf("window %d: the fast reader gave up on a snapshot MarshalSnapshot wrote", size)
+		}
 	}
 }

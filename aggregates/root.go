@@ -3,6 +3,7 @@ package aggregates
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unsafe"
@@ -293,24 +294,29 @@ func (r *Root[S]) MarshalSnapshot() ([]byte, error) {
 		return b, nil
 	}
 	// What json.Marshal of the snapshotWire writes, by hand and by plan.
-	recent := r.recent.ordered()
-	b := make([]byte, 0, 128+len(r.id)+len(recent)*(ulid.EncodedSize+3))
+	// The state's size is a guess; the ids' is exact.
+	ids := r.recent.ids
+	b := make([]byte, 0, 256+len(r.id)+len(ids)*(ulid.EncodedSize+3))
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, r.id)
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, r.version, 10)
 	b = append(b, `,"state":`...)
 	b = p.encode(b, unsafe.Pointer(&r.state))
-	if len(recent) > 0 {
+	if len(ids) > 0 {
 		b = append(b, `,"recent":[`...)
-		for i, id := range recent {
-			if i > 0 {
+		b = slices.Grow(b, len(ids)*(ulid.EncodedSize+3)+1)
+		for k := range ids {
+			// Oldest first, as ordered() gives them, without its copy:
+			// next is 0 until the ring is full.
+			id := &ids[(r.recent.next+k)%len(ids)]
+			if k > 0 {
 				b = append(b, ',')
 			}
-			var text [ulid.EncodedSize]byte
-			_ = id.MarshalTextTo(text[:]) // cannot fail: the buffer has the right size
 			b = append(b, '"')
-			b = append(b, text[:]...)
+			n := len(b)
+			b = b[:n+ulid.EncodedSize]
+			_ = id.MarshalTextTo(b[n:]) // cannot fail: the buffer has the right size
 			b = append(b, '"')
 		}
 		b = append(b, ']')

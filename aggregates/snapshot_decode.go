@@ -112,15 +112,37 @@ func (r *reader) recent(w *window) bool {
 		if end := bytes.IndexByte(r.b[r.i:], ']'); end >= 0 {
 			n = end
 		}
-		w.ids = make([]ulid.ULID, 0, min(w.max, (n+1)/(ulid.EncodedSize+3)+1))
+		w.ids = make([]ulid.ULID, 0, min(w.max, max(1, (n+1)/(ulid.EncodedSize+3))))
 	}
+	// The id added last, which add compares each id with: the one read
+	// last (add skips only an id equal to it), zero before the first.
+	var lastHi, lastLo uint64
 	for {
-		r.space()
-		var id ulid.ULID
-		if !r.ulid(&id) {
+		if r.i < len(r.b) && r.b[r.i] != '"' {
+			r.space()
+		}
+		hi, lo, ok := r.ulid()
+		if !ok {
 			return false
 		}
-		w.add(id)
+		if hi != lastHi || lo != lastLo {
+			// w.add, inline for the usual ring with room and capacity.
+			if n := len(w.ids); n < w.max && n < cap(w.ids) {
+				w.ids = w.ids[:n+1]
+				binary.BigEndian.PutUint64(w.ids[n][:8], hi)
+				binary.BigEndian.PutUint64(w.ids[n][8:], lo)
+			} else {
+				var id ulid.ULID
+				binary.BigEndian.PutUint64(id[:8], hi)
+				binary.BigEndian.PutUint64(id[8:], lo)
+				w.add(id)
+			}
+			lastHi, lastLo = hi, lo
+		}
+		if r.i < len(r.b) && r.b[r.i] == ',' { // as MarshalSnapshot writes them
+			r.i++
+			continue
+		}
 		r.space()
 		if r.eat(']') {
 			return true
@@ -131,25 +153,32 @@ func (r *reader) recent(w *window) bool {
 	}
 }
 
-// ulid reads a JSON string into id, decoding it as ulid.ULID.UnmarshalText
-// does (which is what encoding/json calls). The usual string of 26
-// Crockford digits is decoded here; anything else takes the long way.
-func (r *reader) ulid(id *ulid.ULID) bool {
+// ulid reads a JSON string and decodes it as ulid.ULID.UnmarshalText does
+// (which is what encoding/json calls), into its big-endian halves. The
+// usual string of 26 Crockford digits is decoded here; anything else
+// takes the long way.
+func (r *reader) ulid() (hi, lo uint64, ok bool) {
 	const n = ulid.EncodedSize
-	if b := r.b[r.i:]; len(b) >= n+2 && b[0] == '"' && b[n+1] == '"' && decodeULID(id, (*[n]byte)(b[1:n+1])) {
-		r.i += n + 2
-		return true
+	if b := r.b[r.i:]; len(b) >= n+2 && b[0] == '"' && b[n+1] == '"' {
+		if hi, lo, ok = decodeULID((*[n]byte)(b[1 : n+1])); ok {
+			r.i += n + 2
+			return hi, lo, true
+		}
 	}
+	var id ulid.ULID
 	s, ok := r.plainString()
-	return ok && id.UnmarshalText(s) == nil
+	if !ok || id.UnmarshalText(s) != nil {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(id[:8]), binary.BigEndian.Uint64(id[8:]), true
 }
 
 // decodeULID decodes 26 Crockford digits (either case), the first at most
-// 7, into id as ulid.ULID.UnmarshalText does, and reports whether they
-// were such digits (if not, id is unchanged). The digits are read in
-// groups of eight, 40 bits each, independently of one another; then
-// 130 bits = a<<90 | b<<50 | c<<10 | e, whose top two are zero.
-func decodeULID(id *ulid.ULID, v *[ulid.EncodedSize]byte) bool {
+// 7, as ulid.ULID.UnmarshalText does, into the ULID's big-endian halves,
+// and reports whether they were such digits. The digits are read in
+// groups of eight, 40 bits each, independently of one another; then the
+// 130 bits are a<<90 | b<<50 | c<<10 | e, whose top two are zero.
+func decodeULID(v *[ulid.EncodedSize]byte) (hi, lo uint64, ok bool) {
 	const t = crockfordValue
 	d := func(i int) uint64 { return uint64(t[v[i]]) }
 	bad := (t[v[0]] | t[v[1]] | t[v[2]] | t[v[3]]) | (t[v[4]] | t[v[5]] | t[v[6]] | t[v[7]]) |
@@ -157,15 +186,13 @@ func decodeULID(id *ulid.ULID, v *[ulid.EncodedSize]byte) bool {
 		(t[v[16]] | t[v[17]] | t[v[18]] | t[v[19]]) | (t[v[20]] | t[v[21]] | t[v[22]] | t[v[23]]) |
 		(t[v[24]] | t[v[25]])
 	if bad >= 32 || v[0] > '7' {
-		return false
+		return 0, 0, false
 	}
 	a := (d(0)<<35 | d(1)<<30) | (d(2)<<25 | d(3)<<20) | (d(4)<<15 | d(5)<<10) | (d(6)<<5 | d(7))
 	b := (d(8)<<35 | d(9)<<30) | (d(10)<<25 | d(11)<<20) | (d(12)<<15 | d(13)<<10) | (d(14)<<5 | d(15))
 	c := (d(16)<<35 | d(17)<<30) | (d(18)<<25 | d(19)<<20) | (d(20)<<15 | d(21)<<10) | (d(22)<<5 | d(23))
 	e := d(24)<<5 | d(25)
-	binary.BigEndian.PutUint64(id[:8], a<<26|b>>14)
-	binary.BigEndian.PutUint64(id[8:], b<<50|c<<10|e)
-	return true
+	return a<<26 | b>>14, b<<50 | c<<10 | e, true
 }
 
 // crockfordValue is the value of each Crockford digit, in either case, and

@@ -1,6 +1,7 @@
 package aggregates
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/oklog/ulid/v2"
@@ -16,7 +17,9 @@ func TestDecodeULIDIsUnmarshalText(t *testing.T) {
 				text := []byte(s)
 				text[pos] = byte(c)
 				var got, want ulid.ULID
-				ok := decodeULID(&got, (*[ulid.EncodedSize]byte)(text))
+				hi, lo, ok := decodeULID((*[ulid.EncodedSize]byte)(text))
+				binary.BigEndian.PutUint64(got[:8], hi)
+				binary.BigEndian.PutUint64(got[8:], lo)
 				strict, err := ulid.ParseStrict(string(text))
 				if ok != (err == nil) {
 					t.Fatalf("decodeULID(%q) = %v, ulid.ParseStrict: %v", text, ok, err)
@@ -37,7 +40,9 @@ func BenchmarkDecodeULID(b *testing.B) {
 	var id ulid.ULID
 	b.Run("decodeULID", func(b *testing.B) {
 		for b.Loop() {
-			decodeULID(&id, (*[ulid.EncodedSize]byte)(text))
+			hi, lo, _ := decodeULID((*[ulid.EncodedSize]byte)(text))
+			binary.BigEndian.PutUint64(id[:8], hi)
+			binary.BigEndian.PutUint64(id[8:], lo)
 		}
 	})
 	b.Run("UnmarshalText", func(b *testing.B) {
