@@ -270,6 +270,12 @@ func FuzzUnmarshalSnapshot(f *testing.F) {
 			got.recent.max != want.recent.max || len(got.recent.ids) > got.recent.max && got.recent.max > 0 {
 			t.Fatalf("UnmarshalSnapshot made\n%+v\nencoding/json makes\n%+v\nfrom %q", got, want, b)
 		}
+		// And what it read is written back as json.Marshal writes it.
+		again, err := got.MarshalSnapshot()
+		wantAgain, jerr := json.Marshal(snapshotWire[planNested]{ID: got.id, Version: got.version, State: got.state, Recent: got.recent.ordered()})
+		if err != nil || jerr != nil || string(again) != string(wantAgain) {
+			t.Fatalf("MarshalSnapshot wrote\n%s (%v)\njson.Marshal writes\n%s (%v)", again, err, wantAgain, jerr)
+		}
 	})
 }
 

@@ -304,20 +304,21 @@ func (r *Root[S]) MarshalSnapshot() ([]byte, error) {
 	b = append(b, `,"state":`...)
 	b = p.encode(b, unsafe.Pointer(&r.state))
 	if len(ids) > 0 {
-		b = append(b, `,"recent":[`...)
+		b = append(b, `,"recent":`...)
 		b = slices.Grow(b, len(ids)*(ulid.EncodedSize+3)+1)
-		for k := range ids {
-			// Oldest first, as ordered() gives them, without its copy:
-			// next is 0 until the ring is full.
-			id := &ids[(r.recent.next+k)%len(ids)]
-			if k > 0 {
-				b = append(b, ',')
+		// Oldest first, as ordered() gives them, without its copy: next
+		// is 0 until the ring is full.
+		for k, part := range [2][]ulid.ULID{ids[r.recent.next:], ids[:r.recent.next]} {
+			for i := range part {
+				sep := byte(',')
+				if k == 0 && i == 0 {
+					sep = '['
+				}
+				n := len(b)
+				b = b[:n+ulid.EncodedSize+3]
+				b[n], b[n+1], b[n+ulid.EncodedSize+2] = sep, '"', '"'
+				encodeULID((*[ulid.EncodedSize]byte)(b[n+2:]), &part[i])
 			}
-			b = append(b, '"')
-			n := len(b)
-			b = b[:n+ulid.EncodedSize]
-			_ = id.MarshalTextTo(b[n:]) // cannot fail: the buffer has the right size
-			b = append(b, '"')
 		}
 		b = append(b, ']')
 	}

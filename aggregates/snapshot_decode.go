@@ -206,3 +206,24 @@ const crockfordValue = "\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF
 	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF" +
 	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF" +
 	"\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF"
+
+// encodeULID writes id as ulid.ULID.MarshalTextTo does, eight digits at
+// a time: the 130 bits of the text (two leading zeros) are the groups of
+// decodeULID.
+func encodeULID(dst *[ulid.EncodedSize]byte, id *ulid.ULID) {
+	hi, lo := binary.BigEndian.Uint64(id[:8]), binary.BigEndian.Uint64(id[8:])
+	const mask40 = 1<<40 - 1
+	binary.LittleEndian.PutUint64(dst[0:], crockford8(hi>>26))
+	binary.LittleEndian.PutUint64(dst[8:], crockford8((hi<<14|lo>>50)&mask40))
+	binary.LittleEndian.PutUint64(dst[16:], crockford8(lo>>10&mask40))
+	dst[24] = ulid.Encoding[lo>>5&31]
+	dst[25] = ulid.Encoding[lo&31]
+}
+
+// crockford8 returns the eight digits of the 40 bits of g, the first in
+// the lowest byte.
+func crockford8(g uint64) uint64 {
+	const e = ulid.Encoding
+	return (uint64(e[g>>35&31]) | uint64(e[g>>30&31])<<8) | (uint64(e[g>>25&31])<<16 | uint64(e[g>>20&31])<<24) |
+		(uint64(e[g>>15&31])<<32 | uint64(e[g>>10&31])<<40) | (uint64(e[g>>5&31])<<48 | uint64(e[g&31])<<56)
+}

@@ -30,12 +30,18 @@ func TestDecodeULIDIsUnmarshalText(t *testing.T) {
 				if err := want.UnmarshalText(text); err != nil || got != want || got != strict {
 					t.Fatalf("decodeULID(%q) = %x, UnmarshalText: %x (%v)", text, got[:], want[:], err)
 				}
+				var back, wantBack [ulid.EncodedSize]byte
+				encodeULID(&back, &got)
+				_ = got.MarshalTextTo(wantBack[:])
+				if back != wantBack {
+					t.Fatalf("encodeULID(%x) = %s, MarshalTextTo: %s", got[:], back[:], wantBack[:])
+				}
 			}
 		}
 	}
 }
 
-func BenchmarkDecodeULID(b *testing.B) {
+func BenchmarkULIDText(b *testing.B) {
 	text := []byte("01M85NJVJ8ADV53Z55R5C1W1KX")
 	var id ulid.ULID
 	b.Run("decodeULID", func(b *testing.B) {
@@ -43,6 +49,18 @@ func BenchmarkDecodeULID(b *testing.B) {
 			hi, lo, _ := decodeULID((*[ulid.EncodedSize]byte)(text))
 			binary.BigEndian.PutUint64(id[:8], hi)
 			binary.BigEndian.PutUint64(id[8:], lo)
+		}
+	})
+	b.Run("encodeULID", func(b *testing.B) {
+		var dst [ulid.EncodedSize]byte
+		for b.Loop() {
+			encodeULID(&dst, &id)
+		}
+	})
+	b.Run("MarshalTextTo", func(b *testing.B) {
+		var dst [ulid.EncodedSize]byte
+		for b.Loop() {
+			_ = id.MarshalTextTo(dst[:])
 		}
 	})
 	b.Run("UnmarshalText", func(b *testing.B) {
