@@ -39,6 +39,8 @@ type plan struct {
 	elem   *plan       // slices
 	// elemType is the slice type itself, for growing it.
 	elemType reflect.Type
+	// firstArray is [4] of the slice's elements: its first backing array.
+	firstArray reflect.Type
 	// decodable: a flat struct whose fields decode without encoding/json.
 	decodable bool
 }
@@ -80,6 +82,7 @@ func compile(t reflect.Type, depth int) *plan {
 		if p.elem = compile(t.Elem(), depth+1); p.elem == nil {
 			return nil
 		}
+		p.firstArray = reflect.ArrayOf(firstCap, t.Elem())
 		p.decodable = p.elem.kind != reflect.Struct && p.elem.kind != reflect.Slice || p.elem.decodable
 		return p
 	case reflect.Struct:
@@ -276,14 +279,24 @@ func (p *plan) decodeObject(r *reader, v unsafe.Pointer, depth int) bool {
 	for {
 		r.space()
 		i := -1
-		if next < len(p.fields) && r.word(p.fields[next].prefix[:len(p.fields[next].prefix)-1]) {
-			i = next // the key, quoted: a plain string, since names are plain
-		} else {
-			key, ok := r.plainString()
-			if !ok {
+		switch {
+		case next < len(p.fields) && r.word(p.fields[next].prefix):
+			i = next // the key and colon as encode writes them (names are plain)
+		case next < len(p.fields) && r.word(p.fields[next].prefix[:len(p.fields[next].prefix)-1]):
+			i = next // the key, quoted: a plain string
+			fallthrough
+		default:
+			if i < 0 {
+				key, ok := r.plainString()
+				if !ok {
+					return false
+				}
+				i = p.field(key)
+			}
+			r.space()
+			if !r.eat(':') {
 				return false
 			}
-			i = p.field(key)
 		}
 		if i < 0 || seen&(1<<i) != 0 {
 			return false // unknown (encoding/json words the error), other case, or repeated
@@ -291,13 +304,13 @@ func (p *plan) decodeObject(r *reader, v unsafe.Pointer, depth int) bool {
 		seen |= 1 << i
 		next = i + 1
 		r.space()
-		if !r.eat(':') {
-			return false
-		}
-		r.space()
 		f := &p.fields[i]
 		if !f.p.decodeValue(r, unsafe.Add(v, f.offset), depth+1) {
 			return false
+		}
+		if r.i < len(r.b) && r.b[r.i] == ',' { // as encode writes it
+			r.i++
+			continue
 		}
 		r.space()
 		if r.eat('}') {
@@ -308,6 +321,9 @@ func (p *plan) decodeObject(r *reader, v unsafe.Pointer, depth int) bool {
 		}
 	}
 }
+
+// firstCap is the capacity of a decoded slice's first backing array.
+const firstCap = 4
 
 // decodeArray reads an array into the nil slice at v; [] makes an empty
 // slice, as encoding/json does.
@@ -322,10 +338,14 @@ func (p *plan) decodeArray(r *reader, v unsafe.Pointer, depth int) bool {
 		return true
 	}
 	for {
-		if h.len == h.cap {
+		switch {
+		case h.cap == 0:
+			// One allocation, typed as the elements' array.
+			h.data, h.cap = reflect.New(p.firstArray).UnsafePointer(), firstCap
+		case h.len == h.cap:
 			// Grow reallocates the slice at v in place: no slice header
 			// escapes, nothing is copied twice.
-			reflect.NewAt(p.elemType, v).Elem().Grow(max(4, h.cap))
+			reflect.NewAt(p.elemType, v).Elem().Grow(h.cap)
 		}
 		r.space()
 		if !p.elem.decodeValue(r, unsafe.Add(h.data, uintptr(h.len)*p.elem.size), depth+1) {
