@@ -177,21 +177,19 @@ func (r *reader) ulid() (hi, lo uint64, ok bool) {
 // 7, as ulid.ULID.UnmarshalText does, into the ULID's big-endian halves,
 // and reports whether they were such digits. The digits are read in
 // groups of eight, 40 bits each, independently of one another; then the
-// 130 bits are a<<90 | b<<50 | c<<10 | e, whose top two are zero.
+// 130 bits are a<<90 | b<<50 | c<<10 | e, whose top two are zero. A byte
+// that is not a digit reads as all ones (0xFF sign-extended), which sets
+// the top bit of its group: one test finds them all.
 func decodeULID(v *[ulid.EncodedSize]byte) (hi, lo uint64, ok bool) {
 	const t = crockfordValue
-	d := func(i int) uint64 { return uint64(t[v[i]]) }
-	bad := (t[v[0]] | t[v[1]] | t[v[2]] | t[v[3]]) | (t[v[4]] | t[v[5]] | t[v[6]] | t[v[7]]) |
-		(t[v[8]] | t[v[9]] | t[v[10]] | t[v[11]]) | (t[v[12]] | t[v[13]] | t[v[14]] | t[v[15]]) |
-		(t[v[16]] | t[v[17]] | t[v[18]] | t[v[19]]) | (t[v[20]] | t[v[21]] | t[v[22]] | t[v[23]]) |
-		(t[v[24]] | t[v[25]])
-	if bad >= 32 || v[0] > '7' {
-		return 0, 0, false
-	}
+	d := func(i int) uint64 { return uint64(int8(t[v[i]])) }
 	a := (d(0)<<35 | d(1)<<30) | (d(2)<<25 | d(3)<<20) | (d(4)<<15 | d(5)<<10) | (d(6)<<5 | d(7))
 	b := (d(8)<<35 | d(9)<<30) | (d(10)<<25 | d(11)<<20) | (d(12)<<15 | d(13)<<10) | (d(14)<<5 | d(15))
 	c := (d(16)<<35 | d(17)<<30) | (d(18)<<25 | d(19)<<20) | (d(20)<<15 | d(21)<<10) | (d(22)<<5 | d(23))
 	e := d(24)<<5 | d(25)
+	if (a|b|c|e)>>40 != 0 || v[0] > '7' {
+		return 0, 0, false
+	}
 	return a<<26 | b>>14, b<<50 | c<<10 | e, true
 }
 
