@@ -1,5 +1,9 @@
 package aggregates
 
+// Snapshots are read and written on every checkpoint restore, cache miss,
+// checkpoint and eviction: this file holds their fast reader and the text
+// of ULIDs both ways (most of a snapshot is its window of 32 ids).
+
 import (
 	"bytes"
 	"encoding/binary"
