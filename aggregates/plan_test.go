@@ -199,6 +199,8 @@ func FuzzSnapshotReader(f *testing.F) {
 	f.Add([]byte(`{"state":null}`), uint8(32))
 	f.Add([]byte(`{"recent":["00000000000000000000000000","00000000000000000000000000","01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]}`), uint8(2))
 	f.Add([]byte(`{"recent":[ "01JDQ6W3Z8V0Q3X4M0S1Y2K5TB" , "0!JDQ6W3Z8V0Q3X4M0S1Y2K5TB","8ZZZZZZZZZZZZZZZZZZZZZZZZZ"]}`), uint8(0))
+	// A zero id first and a command's id repeated: add skips both.
+	f.Add([]byte(`{"recent":["00000000000000000000000000","01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","01jdq6w3z8v0q3x4m0s1y2k5tb","01JDQ6W3Z8V0Q3X4M0S1Y2K5TC"]}`), uint8(32))
 	p := planFor(reflect.TypeFor[planNested]())
 	f.Fuzz(func(t *testing.T, b []byte, max uint8) {
 		var fast snapshotRead
