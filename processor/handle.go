@@ -50,6 +50,7 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 		}
 		rec := pt.out.record()
 		rec.Topic, rec.Partition, rec.Key, rec.Value = pt.b.names.State, pt.id, pt.out.appendString(id), v
+		rec.Timestamp = recordTime(p, now)
 		p.produce(sess, rec)
 		pt.st.open[id] = nil // produced; keep the key: the aggregate is busy until the end of the transaction
 	}
@@ -114,7 +115,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	res := aggregates.ResultFor(cmd, pt.b.kind.Name(), a.Version(), events, err)
 	for i := range events {
 		rec := pt.out.record()
-		rec.Topic, rec.Partition, rec.Value = pt.b.names.Events, pt.id, d.Encoded[i]
+		rec.Topic, rec.Partition, rec.Value, rec.Timestamp = pt.b.names.Events, pt.id, d.Encoded[i], recordTime(p, stamp)
 		rec.Key = pt.out.done(topics.AppendEventKey(pt.out.start(), cmd.AggregateID, events[i].Version))
 		pt.st.changed(a.ID(), rec, d.State)
 		p.produce(sess, rec)
@@ -228,7 +229,7 @@ func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *a
 		return
 	}
 	rec := pt.out.record()
-	rec.Topic, rec.Partition, rec.Value = pt.b.names.Results, -1, pt.out.done(v)
+	rec.Topic, rec.Partition, rec.Value, rec.Timestamp = pt.b.names.Results, -1, pt.out.done(v), recordTime(p, res.Time)
 	rec.Key = pt.out.appendString(res.CommandID)
 	if traceParent != "" {
 		rec.Headers = []kgo.RecordHeader{{Key: HeaderTraceParent, Value: []byte(traceParent)}}
@@ -251,6 +252,18 @@ func (pt *partition) deadLetter(p *Processor, sess *kgo.GroupTransactSession, r 
 		h = append(h, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(cmd.ID.String())})
 	}
 	p.produce(sess, &kgo.Record{Topic: pt.b.names.DLQ, Partition: -1, Key: r.Key, Value: r.Value, Headers: h})
+}
+
+// recordTime is the timestamp of a record written at t: t itself, read
+// from the real clock moments ago, which spares the Kafka client reading
+// the clock once per record; with Config.Now set (tests), the zero time,
+// so that the client stamps the record and no made-up time reaches the
+// broker (where it could expire records by retention at once).
+func recordTime(p *Processor, t time.Time) time.Time {
+	if !p.cfg.realClock {
+		return time.Time{}
+	}
+	return t
 }
 
 func truncate(b []byte) string {
