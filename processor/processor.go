@@ -541,7 +541,11 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	if committed && err == nil {
 		p.stats.txnsCommitted.Add(1)
 		for part := range touched {
-			if err := part.st.committed(); err != nil {
+			err := part.st.committed()
+			// End flushed every record and committed read their
+			// offsets: nothing refers to the arena's blocks any more.
+			part.out.release()
+			if err != nil {
 				p.stats.foreignWrites.Add(1)
 				p.cfg.Observer.ForeignWrite(part.b.kind.Name())
 				p.log.Error("foreign events in the events partition; restoring it from Kafka", "topic", part.b.names.Events, "partition", part.id, "err", err)
@@ -561,6 +565,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	p.stats.txnsAborted.Add(1)
 	p.log.Warn("transaction aborted; restoring the partitions it touched", "partitions", len(touched), "err", err)
 	for part := range touched {
+		part.out.drop() // the client may still hold its records
 		p.reset(part, false)
 	}
 	if err != nil {
