@@ -3,7 +3,7 @@
 // given): the processor working off a backlog of order commands next to a
 // bare franz-go transactional loop writing the same records per command,
 // command→result latency at fixed shares of the measured peak, full-replay
-// and checkpoint-restore times, and allocations per command. It is what
+// and checkpoint-restore times, and allocations and CPU time per command. It is what
 // `chronicle bench` runs; bench_test.go runs it as a Go benchmark.
 //
 // Every figure that compares two things is measured in the same run, so the
@@ -235,7 +235,12 @@ type Throughput struct {
 	// embedded broker's included.
 	AllocsPerCommand float64 `json:"allocs_per_command"`
 	BytesPerCommand  float64 `json:"bytes_per_command"`
-	Transactions     int64   `json:"transactions"`
+	// CPUPerCommand is the process's CPU time (user and system, every
+	// goroutine, the embedded broker's included) per command, in
+	// microseconds; 0 where the platform does not tell. Unlike the rate, it
+	// hardly depends on what else the machine runs.
+	CPUPerCommand float64 `json:"cpu_us_per_command"`
+	Transactions  int64   `json:"transactions"`
 }
 
 // Latency is command→result latency at one rate.
@@ -352,17 +357,21 @@ func (r *run) ensure(ctx context.Context, prefix string, n int32) (topics.Names,
 	return names, nil
 }
 
-// memDelta measures allocations between two points.
-type memDelta struct{ mallocs, bytes uint64 }
+// memDelta measures allocations and the process's CPU time between two
+// points.
+type memDelta struct {
+	mallocs, bytes uint64
+	cpu            time.Duration // 0 where the platform does not tell
+}
 
 func memNow() memDelta {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return memDelta{m.Mallocs, m.TotalAlloc}
+	return memDelta{m.Mallocs, m.TotalAlloc, processCPU()}
 }
 
 func (d memDelta) since(before memDelta) memDelta {
-	return memDelta{d.mallocs - before.mallocs, d.bytes - before.bytes}
+	return memDelta{d.mallocs - before.mallocs, d.bytes - before.bytes, d.cpu - before.cpu}
 }
 
 // ticker calls fn every 100ms until the returned stop is called.

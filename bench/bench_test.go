@@ -87,7 +87,7 @@ func TestConfigErrorsAreAllReported(t *testing.T) {
 func BenchmarkCommandPath(b *testing.B) {
 	for _, phases := range [][]string{{PhaseChronicle}, {PhaseBare}, {PhaseChronicle, PhaseBare}} {
 		b.Run(strings.Join(phases, "+"), func(b *testing.B) {
-			var cmds, secs, ratio, allocs float64
+			var cmds, secs, ratio, allocs, cpu float64
 			for b.Loop() {
 				res, err := Run(context.Background(), Config{Phases: phases, Commands: 20_000, Orders: 2_000})
 				if err != nil {
@@ -100,10 +100,12 @@ func BenchmarkCommandPath(b *testing.B) {
 				cmds += float64(t.Commands)
 				secs += t.Seconds
 				allocs += t.AllocsPerCommand
+				cpu += t.CPUPerCommand
 				ratio += res.Ratio
 			}
 			b.ReportMetric(cmds/secs, "cmds/s")
 			b.ReportMetric(allocs/float64(b.N), "allocs/cmd")
+			b.ReportMetric(cpu/float64(b.N), "cpu-µs/cmd")
 			if ratio > 0 {
 				b.ReportMetric(ratio/float64(b.N), "ratio")
 			}

@@ -12,8 +12,12 @@ func Report(w io.Writer, res *Result) {
 	fmt.Fprintf(w, "backlog: %d commands over %d orders, %d partitions; commit every %d commands or %gms\n",
 		res.Commands, res.Orders, res.Partitions, res.CommitEvery, res.CommitInterval)
 	line := func(name string, t *Throughput) {
-		fmt.Fprintf(w, "  %-10s %9.0f commands/s  (%.2fs, %d transactions, %.1f allocs and %.0f B per command in the process)\n",
+		fmt.Fprintf(w, "  %-10s %9.0f commands/s  (%.2fs, %d transactions; per command in the process: %.1f allocs, %.0f B",
 			name, t.PerSecond, t.Seconds, t.Transactions, t.AllocsPerCommand, t.BytesPerCommand)
+		if t.CPUPerCommand > 0 {
+			fmt.Fprintf(w, ", %.2fµs CPU", t.CPUPerCommand)
+		}
+		fmt.Fprintln(w, ")")
 	}
 	if res.Chronicle != nil || res.Bare != nil {
 		fmt.Fprintln(w, "throughput, working off the backlog:")

@@ -264,7 +264,8 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 
 func throughputOf(n int, elapsed time.Duration, mem memDelta, txns int64) *Throughput {
 	return &Throughput{Commands: n, Seconds: elapsed.Seconds(), PerSecond: float64(n) / elapsed.Seconds(),
-		AllocsPerCommand: float64(mem.mallocs) / float64(n), BytesPerCommand: float64(mem.bytes) / float64(n), Transactions: txns}
+		AllocsPerCommand: float64(mem.mallocs) / float64(n), BytesPerCommand: float64(mem.bytes) / float64(n),
+		CPUPerCommand: float64(mem.cpu.Microseconds()) / float64(n), Transactions: txns}
 }
 
 // sampleRecords returns the values Chronicle writes for an accepted AddLine

@@ -26,7 +26,7 @@ It uses the order aggregate of the examples, whatever this program serves.
               --latency-shares of the measured peak
   restore     a full replay of --replay-events events and a restore from a
               checkpoint --checkpoint-back events before their end
-  allocations per command, of the process and beyond the bare loop
+  allocations and CPU time per command, of the process and beyond the bare loop
 
 Examples:
   {prog} bench
