@@ -163,20 +163,33 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 }
 
 // ownedIDs returns the distinct record keys of recs that this partition
-// owns: the aggregates its commands address.
+// owns: the aggregates its commands address. The slice and the set behind
+// it are the partition's, reused by the next batch; an aggregate in memory
+// lends its id string, so only ids new to memory are allocated.
 func (pt *partition) ownedIDs(p *Processor, recs []*kgo.Record) []string {
-	ids := make([]string, 0, len(recs))
-	seen := make(map[string]struct{}, len(recs))
+	if pt.seen == nil {
+		pt.seen = make(map[string]struct{}, len(recs))
+	}
+	clear(pt.seen)
+	clear(pt.ids)
+	ids := pt.ids[:0]
 	for _, r := range recs {
 		if len(r.Key) == 0 || p.owner.Of(r.Key, pt.b.n) != pt.id {
 			continue
 		}
-		if _, ok := seen[string(r.Key)]; ok {
+		if _, ok := pt.seen[string(r.Key)]; ok {
 			continue
 		}
-		seen[string(r.Key)] = struct{}{}
-		ids = append(ids, string(r.Key))
+		var id string
+		if e := pt.st.cache.entries[string(r.Key)]; e != nil {
+			id = e.agg.ID()
+		} else {
+			id = string(r.Key)
+		}
+		pt.seen[id] = struct{}{}
+		ids = append(ids, id)
 	}
+	pt.ids = ids
 	return ids
 }
 

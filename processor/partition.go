@@ -26,6 +26,9 @@ type partition struct {
 
 	forceFull bool // the next restore must replay everything
 
+	seen map[string]struct{} // ownedIDs' set, reused batch after batch
+	ids  []string            // ownedIDs' result, reused batch after batch
+
 	out arena              // what the worker produces: records and their keys and values
 	cmd aggregates.Command // the command being handled (see handle)
 }
