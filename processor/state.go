@@ -48,18 +48,17 @@ import (
 //     checkpoint is never stored before the snapshots it relies on.
 //  6. Restore never skips a stored event: one that cannot be decoded or
 //     applied stops the partition (errStopped).
-//  7. A restore from a checkpoint defers the events after it (the tail)
-//     instead of loading snapshots for them: an aggregate not in memory
-//     keeps its decoded tail events in pending, and load applies them to
-//     its snapshot (or new aggregate) before anything uses it, with the
-//     rules of replayOne; a gap or an event that cannot be applied is
-//     errUntrusted, so the partition is restored with a full replay, which
-//     stops at such an event (6). An aggregate is never both in memory and
-//     pending, so get hands out nothing without its deferred events (1).
-//     A checkpoint first loads every pending aggregate (5); until then its
-//     committed state is its snapshot plus its pending events, both held,
-//     and none of its events is below a checkpoint the store has not got a
-//     snapshot for.
+//  7. A restore from a checkpoint defers the events after it (the tail):
+//     the tail events of an aggregate not in memory wait, decoded, in
+//     pending, and no snapshot is read for them. load applies them to the
+//     aggregate's snapshot (or new aggregate) before anything uses it, with
+//     the rules of replayOne; a version gap or an event that cannot be
+//     applied is errUntrusted, so the partition is restored with a full
+//     replay, which stops at such an event (6). An aggregate is never both
+//     in memory and pending, so get hands out nothing without its deferred
+//     events (1). Until it is loaded, an aggregate's committed state is its
+//     stored snapshot plus its pending events, so a checkpoint first loads
+//     every pending aggregate (5).
 //
 // # Threads
 //
@@ -438,7 +437,7 @@ func (s *aggState) checkpoint() {
 // runs on the main loop, which has no context to hand it.
 const (
 	materializeBatch   = 512
-	materializeTimeout = 30 * time.Second
+	materializeTimeout = 10 * time.Second
 )
 
 // materialize brings every aggregate with deferred events into memory, so
