@@ -2,13 +2,16 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronicle-es/chronicle/aggregates"
+	"github.com/chronicle-es/chronicle/snapshots"
 )
 
 // A restore from a checkpoint defers the events after it (the tail) to the
@@ -171,6 +174,36 @@ func TestStoreLostAfterACheckpointRestoreIsDetected(t *testing.T) {
 }
 
 func TestStaleSnapshotFoundAtFirstUseMeansAFullReplay(t *testing.T) {
+	for _, firstUse := range []string{"a command", "a checkpoint"} {
+		t.Run(firstUse, func(t *testing.T) {
+			e := staleTail(t)
+			cfg := e.quiet(t, "stale-d")
+			if firstUse == "a checkpoint" {
+				cfg.CheckpointInterval = 50 * time.Millisecond
+			}
+			d := e.restored(t, cfg, 1)
+			if firstUse == "a checkpoint" {
+				// The checkpoint cannot load c-0: the partition is
+				// restored with a full replay, not from the checkpoint
+				// again (which would find the same stale snapshot).
+				waitStat(t, "full replays", func() int64 { return d.p.Stats().FullReplays }, 1)
+			}
+			e.d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 4}, nil), aggregates.StatusAccepted, 3)
+			if st := d.p.Stats(); st.FullReplays != 1 || st.CheckpointRestores != 1 {
+				t.Fatalf("after a stale snapshot found at first use: %+v, want one full replay after the checkpoint restore", st)
+			}
+			e.d.want(command(t, e.kind, e.names.Commands, "c-1", addCounter{N: 1}, nil), aggregates.StatusAccepted, 1)
+			checkValues(t, e.snapEnv, map[string]int64{"c-0": 7, "c-1": 1})
+		})
+	}
+}
+
+// staleTail leaves a checkpoint with c-0 at version 1 and c-1 at version 0,
+// c-0's version 2 after it, and c-0's snapshot in the store set back to
+// version 0 behind the lease's back: version 1 is in neither the snapshot
+// nor the tail.
+func staleTail(t *testing.T) *tailEnv {
+	t.Helper()
 	e := &tailEnv{snapEnv: newSnapEnv(t, 1), tail: map[string]*kgo.Record{}}
 	e.d = &decider{t: t, e: e.snapEnv}
 	ctx := context.Background()
@@ -193,18 +226,10 @@ func TestStaleSnapshotFoundAtFirstUseMeansAFullReplay(t *testing.T) {
 	c := startProcessor(t, e.quiet(t, "stale-c"))
 	e.d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 2}, nil), aggregates.StatusAccepted, 2)
 	c.kill(t) // version 2 stays after the checkpoint
-	// The store goes back to c-0's snapshot at version 0 behind the lease's
-	// back: version 1 is in neither the snapshot nor the tail.
 	if err := rc.Set(ctx, keys[0], old, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	d := e.restored(t, e.quiet(t, "stale-d"), 1)
-	e.d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 4}, nil), aggregates.StatusAccepted, 3)
-	if st := d.p.Stats(); st.FullReplays != 1 {
-		t.Fatalf("after a stale snapshot at first use: %+v, want one full replay", st)
-	}
-	e.d.want(command(t, e.kind, e.names.Commands, "c-1", addCounter{N: 1}, nil), aggregates.StatusAccepted, 1)
-	checkValues(t, e.snapEnv, map[string]int64{"c-0": 7, "c-1": 1})
+	return e
 }
 
 // checkValues checks, from the events topic, the value of each counter.
@@ -216,5 +241,113 @@ func checkValues(t *testing.T, e *snapEnv, want map[string]int64) {
 		if err := a.Load(events[id]); err != nil || a.State().Value != v {
 			t.Errorf("%s: value %d (err %v), want %d", id, a.State().Value, err, v)
 		}
+	}
+}
+
+// deferredTail is one partition's aggState restored from a checkpoint at
+// offset 2 of a log with three events of c-0 (created, added 1, added 13),
+// whose snapshot in the store is at version stored: version 1 is a snapshot
+// that holds everything below the checkpoint, version 0 a stale one.
+func deferredTail(t *testing.T, restoreKind *aggregates.Definition[counterState], stored int64) (*aggState, *memLog, *writer) {
+	t.Helper()
+	ctx := context.Background()
+	kind := counterKind()
+	root := kind.New("c-0")
+	log := &memLog{}
+	var snap snapshots.Snapshot
+	for i, payload := range []any{createCounter{}, addCounter{N: 1}, addCounter{N: 13}} {
+		cmd, err := kind.NewCommand("c-0", payload, aggregates.Metadata{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := root.ExecuteEncoded(&cmd, time.Unix(1_700_000_000, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root.ClearChanges()
+		log.recs = append(log.recs, rawEvent{offset: int64(i), value: d.Encoded[0]})
+		if int64(i) == stored {
+			data, err := root.MarshalSnapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap = snapshots.Snapshot{AggregateID: "c-0", Version: stored, Offset: int64(i), Stamp: kind.StateStamp(), Data: data}
+		}
+	}
+	store := snapshots.NewMemory()
+	cp := &snapshots.Checkpoint{Offset: 2, Stamp: kind.StateStamp() + " topic t", Time: time.Now()}
+	if err := store.Save(ctx, kind.Name(), 0, cp, []snapshots.Snapshot{snap}); err != nil {
+		t.Fatal(err)
+	}
+	w := newWriter(store, slog.New(slog.DiscardHandler), &counters{})
+	st := newAggState(restoreKind, 0, store, w, 10, slog.New(slog.DiscardHandler), &counters{}, "t")
+	st.retries = nil
+	rep, err := st.restore(ctx, log, log.end(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.from != 2 || rep.deferred != 1 || len(st.pending["c-0"]) != 1 {
+		t.Fatalf("restore %+v with %d deferred events of c-0, want one deferred from the checkpoint at 2", rep, len(st.pending["c-0"]))
+	}
+	return st, log, w
+}
+
+// A checkpoint that cannot load a deferred aggregate (its snapshot is stale,
+// or its deferred event cannot be applied) takes no checkpoint, leaves the
+// aggregate deferred, and marks the store untrusted, so the partition is
+// restored with a full replay; the full replay stops at an event the code
+// cannot apply.
+func TestCheckpointThatCannotLoadADeferredAggregate(t *testing.T) {
+	// Applying N=13 panics in this kind: its events decode, but one cannot
+	// be applied.
+	panicky := aggregates.MustDefine("counter",
+		aggregates.When("Created", func(s *counterState, _ counterCreated) { s.Exists = true }),
+		aggregates.When("Added", func(s *counterState, e counterAdded) {
+			if e.N == 13 {
+				panic("13")
+			}
+			s.Value += e.N
+		}),
+		aggregates.Handle("Create", func(counterState, createCounter) ([]any, error) { return []any{counterCreated{}}, nil }),
+	)
+	for _, tc := range []struct {
+		name   string
+		kind   *aggregates.Definition[counterState]
+		stored int64
+		full   func(t *testing.T, st *aggState, err error)
+	}{
+		{name: "a stale snapshot", kind: counterKind(), stored: 0, full: func(t *testing.T, st *aggState, err error) {
+			if err != nil {
+				t.Fatalf("full replay: %v", err)
+			}
+			e, err := st.get(context.Background(), "c-0")
+			if err != nil || e.agg.Version() != 2 || e.agg.StateAny().(counterState).Value != 14 {
+				t.Fatalf("after the full replay c-0 is %+v (err %v), want version 2, value 14", e, err)
+			}
+		}},
+		{name: "an event that cannot be applied", kind: panicky, stored: 1, full: func(t *testing.T, _ *aggState, err error) {
+			var stop *StoppedError
+			if !errors.As(err, &stop) || stop.Offset != 2 {
+				t.Fatalf("full replay: %v, want a *StoppedError at offset 2", err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, log, w := deferredTail(t, tc.kind, tc.stored)
+			st.checkpoint()
+			if err := st.lostErr(); !errors.Is(err, errUntrusted) {
+				t.Fatalf("after the checkpoint the store is trusted (lost: %v)", err)
+			}
+			if w.pending() != 0 || len(st.pending["c-0"]) != 1 || st.cache.entries["c-0"] != nil {
+				t.Fatalf("the checkpoint went on: %d writer jobs, %d deferred events of c-0, c-0 in memory: %v",
+					w.pending(), len(st.pending["c-0"]), st.cache.entries["c-0"] != nil)
+			}
+			if _, err := st.get(context.Background(), "c-0"); !errors.Is(err, errUntrusted) {
+				t.Fatalf("get after the checkpoint failed: %v, want errUntrusted", err)
+			}
+			// What the processor does then: a restore with a full replay.
+			_, err := st.restore(context.Background(), log, log.end(), true)
+			tc.full(t, st, err)
+		})
 	}
 }
