@@ -214,6 +214,11 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 		return 0, nil
 	}
 	lazy := start > 0
+	if lazy && len(s.pending) == 0 {
+		// At most one aggregate per event: sized once, not grown (install
+		// lets go of it once the last deferred aggregate is loaded).
+		s.pending = make(map[string][]decodedEvent, min(end-start, 1<<14))
+	}
 	var replayed int64
 	batch := make([]decodedEvent, 0, 512)
 	var ids []string

@@ -271,6 +271,9 @@ func (s *aggState) install(a aggregates.Aggregate, offset, stored int64) error {
 	if deferred {
 		delete(s.pending, id)
 		s.stats.deferredLoaded.Add(1)
+		if len(s.pending) == 0 {
+			s.pending = map[string][]decodedEvent{} // a map does not shrink
+		}
 	}
 	return nil
 }
