@@ -267,6 +267,13 @@ type Restore struct {
 	CheckpointEvents    int64   `json:"checkpoint_events"`
 	// Speedup is the full replay's time over the checkpoint restore's.
 	Speedup float64 `json:"speedup"`
+	// Deferred is how many aggregates the checkpoint restore left to load
+	// on first use (their events after the checkpoint are applied then),
+	// and DeferredSeconds how long the checkpoint at the processor's stop,
+	// its first, took to load them all: the cost the restore put off, which
+	// CheckpointSeconds does not include.
+	Deferred        int64   `json:"deferred_aggregates"`
+	DeferredSeconds float64 `json:"deferred_seconds"`
 }
 
 // run is one benchmark run's shared parts.

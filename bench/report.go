@@ -47,5 +47,6 @@ func Report(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "restore of %d events of %d orders:\n", rs.Events, rs.Aggregates)
 		fmt.Fprintf(w, "  full replay         %.3fs  (%.0f events/s)\n", rs.FullSeconds, rs.FullEventsPerSecond)
 		fmt.Fprintf(w, "  from a checkpoint   %.3fs  (%d events back)  %.1fx faster\n", rs.CheckpointSeconds, rs.Back, rs.Speedup)
+		fmt.Fprintf(w, "  deferred loads      %.3fs  (%d aggregates left to load on first use; the checkpoint at stop loaded them all)\n", rs.DeferredSeconds, rs.Deferred)
 	}
 }

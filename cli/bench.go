@@ -25,7 +25,10 @@ It uses the order aggregate of the examples, whatever this program serves.
   latency     command->result p50/p99/p999 while commands arrive at each of
               --latency-shares of the measured peak
   restore     a full replay of --replay-events events and a restore from a
-              checkpoint --checkpoint-back events before their end
+              checkpoint --checkpoint-back events before their end, until
+              each is ready for commands; then how long the first
+              checkpoint takes to load the aggregates whose events after
+              the checkpoint the restore left for their first use
   allocations and CPU time per command, of the process and beyond the bare loop
 
 Examples:
@@ -46,7 +49,7 @@ func runBench(ctx context.Context, args []string, s *session) int {
 	shares := fs.String("latency-shares", "0.1,0.5", "comma-separated shares of the measured peak at which to measure latency")
 	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 3*time.Second, "how long commands are sent at each share")
 	fs.IntVar(&cfg.ReplayEvents, "replay-events", 1_000_000, "events of the restore phase")
-	fs.IntVar(&cfg.CheckpointBack, "checkpoint-back", 10_000, "events after the checkpoint the checkpoint restore replays")
+	fs.IntVar(&cfg.CheckpointBack, "checkpoint-back", 10_000, "events after the checkpoint the checkpoint restore reads")
 	phases := fs.String("phases", "chronicle,bare,latency,restore", "phases to run: chronicle, bare, latency (needs chronicle), restore")
 	asJSON := fs.Bool("json", false, "print the result as one JSON document")
 	pos, code, done := parseFlags(fs, args)

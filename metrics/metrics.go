@@ -76,7 +76,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Time a partition restore took.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)},
 			[]string{"aggregate_type", "mode"}),
 		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_restore_events_replayed_total",
-			Help: "Events applied by restores."}, []string{"aggregate_type"}),
+			Help: "Events read by restores: applied by a full replay; after a checkpoint, applied when their aggregate is first used."}, []string{"aggregate_type"}),
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_cache_hits_total",
 			Help: "Aggregates found in memory."}, []string{"aggregate_type"}),
 		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chronicle_cache_misses_total",

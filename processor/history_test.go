@@ -19,9 +19,10 @@ import (
 // decider sends commands one at a time and returns each one's result, so a
 // test can say what every single decision must be.
 type decider struct {
-	t    *testing.T
-	e    *snapEnv
-	sent int
+	t      *testing.T
+	e      *snapEnv
+	sent   int
+	resent bool // a command id was sent twice on purpose: it has two results
 }
 
 func (d *decider) send(rec *kgo.Record) aggregates.Result {
@@ -29,7 +30,7 @@ func (d *decider) send(rec *kgo.Record) aggregates.Result {
 	produceAll(d.t, d.e.prod, []*kgo.Record{rec})
 	d.sent++
 	cmd := mustDecode(d.t, rec.Value)
-	res := waitResults(d.t, d.e.c, d.e.names.Results, d.sent, 60*time.Second)
+	res := waitResultsLatest(d.t, d.e.c, d.e.names.Results, d.sent, 60*time.Second, !d.resent)
 	r, ok := res[cmd.ID.String()]
 	if !ok {
 		d.t.Fatalf("no result for command %s", cmd.ID)

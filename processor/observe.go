@@ -24,7 +24,10 @@ type Observer interface {
 	CommandHandled(aggType, commandType, outcome string, handling, sinceSent time.Duration)
 	// TransactionEnded: commands is how many command records it consumed.
 	TransactionEnded(committed bool, commands int, took time.Duration)
-	// Restored: mode is "full" or "checkpoint".
+	// Restored: mode is "full" or "checkpoint"; events is how many events
+	// after the checkpoint (all, in a full replay) the restore read. A
+	// restore from a checkpoint applies them when their aggregate is first
+	// used.
 	Restored(aggType, mode string, took time.Duration, events int64)
 	// DeadLettered is a record sent to the DLQ with its code.
 	DeadLettered(aggType, code string)

@@ -602,7 +602,7 @@ func (p *Processor) settleStoresLocked() {
 			continue
 		}
 		if err := part.st.lostErr(); err != nil {
-			p.reset(part, false)
+			p.reset(part, errors.Is(err, errUntrusted)) // see distrust
 			continue
 		}
 		part.st.evict()
@@ -827,11 +827,13 @@ type Stats struct {
 	TxnsCommitted  int64
 	TxnsAborted    int64
 	Restores       int64 // partition restores completed
-	EventsReplayed int64 // events applied during restores
+	EventsReplayed int64 // events applied during restores, or deferred by restores from a checkpoint
 
 	FullReplays        int64 // restores that replayed the whole events partition
 	CheckpointRestores int64 // restores that started from a checkpoint
-	Fallbacks          int64 // checkpoint restores abandoned for a full replay
+	Fallbacks          int64 // checkpoint restores abandoned for a full replay (a stale snapshot found when a deferred aggregate is first used counts as a FullReplay only)
+	Deferred           int64 // aggregates whose events after the checkpoint a restore deferred to their first use
+	DeferredLoaded     int64 // deferred aggregates loaded since, their deferred events applied
 	SnapshotLoads      int64 // aggregates looked up in the snapshot store
 	SnapshotsSaved     int64
 	Checkpoints        int64 // checkpoints written
@@ -845,7 +847,7 @@ type counters struct {
 	txnsCommitted, txnsAborted, restores, eventsReplayed                 atomic.Int64
 	fullReplays, checkpointRestores, fallbacks, snapshotLoads            atomic.Int64
 	snapshotsSaved, checkpoints, evictions, stopped                      atomic.Int64
-	foreignWrites                                                        atomic.Int64
+	foreignWrites, deferred, deferredLoaded                              atomic.Int64
 }
 
 // Stats returns a copy of the counters.
@@ -857,6 +859,7 @@ func (p *Processor) Stats() Stats {
 		Events: s.events.Load(), TxnsCommitted: s.txnsCommitted.Load(), TxnsAborted: s.txnsAborted.Load(),
 		Restores: s.restores.Load(), EventsReplayed: s.eventsReplayed.Load(),
 		FullReplays: s.fullReplays.Load(), CheckpointRestores: s.checkpointRestores.Load(), Fallbacks: s.fallbacks.Load(),
+		Deferred: s.deferred.Load(), DeferredLoaded: s.deferredLoaded.Load(),
 		SnapshotLoads: s.snapshotLoads.Load(), SnapshotsSaved: s.snapshotsSaved.Load(), Checkpoints: s.checkpoints.Load(),
 		Evictions: s.evictions.Load(), Stopped: s.stopped.Load(), ForeignWrites: s.foreignWrites.Load(),
 	}

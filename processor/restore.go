@@ -67,15 +67,19 @@ type eventSource interface {
 type restoreReport struct {
 	mode     string // "full replay" or "from checkpoint"
 	from     int64
-	replayed int64
-	fallback bool // a checkpoint restore was abandoned for a full replay
+	replayed int64 // events applied, or deferred (a restore from a checkpoint)
+	deferred int   // aggregates whose events after the checkpoint wait for their first use
+	fallback bool  // a checkpoint restore was abandoned for a full replay
 }
 
 // restore rebuilds the partition's aggregates from its events up to end
 // (exclusive): from the checkpoint the claim returned, when there is one it
-// can trust and full is false, else from offset 0. A snapshot that turns out
-// stale or corrupt falls back to a full replay; an event that cannot be
-// decoded or applied stops the partition (*StoppedError).
+// can trust and full is false, else from offset 0. A restore from a
+// checkpoint decodes the events after it and defers them (invariant 7): the
+// snapshots they apply to are loaded when their aggregates are first used.
+// A snapshot that turns out stale or corrupt falls back to a full replay
+// (here, or later at that first use); an event that cannot be decoded or
+// applied stops the partition (*StoppedError).
 func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full bool) (restoreReport, error) {
 	s.clearForRestore()
 	var start int64
@@ -90,7 +94,7 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 			"aggregate_type", s.kind.Name(), "partition", s.part, "events", src.name(), "reason", err)
 		s.stats.fallbacks.Add(1)
 		rep.fallback = true
-		s.cache, s.unsaved = newCache(), map[string]struct{}{}
+		s.cache, s.unsaved, s.pending = newCache(), map[string]struct{}{}, map[string][]decodedEvent{}
 		s.complete.Store(true)
 		s.mu.Lock()
 		epoch := s.epoch
@@ -110,15 +114,17 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 		return rep, err
 	}
 	rep.from = start
+	rep.deferred = len(s.pending)
 	s.nextOffset, s.expectNext = end, end
 	if start > 0 {
 		rep.mode = "from checkpoint"
 		s.stats.checkpointRestores.Add(1)
+		s.stats.deferred.Add(int64(rep.deferred))
 	} else {
 		s.stats.fullReplays.Add(1)
 	}
 	switch {
-	case s.store == nil || len(s.unsaved) == 0:
+	case s.store == nil || len(s.unsaved) == 0 && len(s.pending) == 0:
 	case start == 0:
 		s.checkpoint() // the store was emptied: what was replayed goes to it
 	default:
@@ -126,8 +132,9 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 		// not checkpointed yet; the store's checkpoint still covers
 		// everything below them, so the partition resumes at once and the
 		// checkpoint policy saves them with the next checkpoint, as if
-		// they had been committed now. Encoding their snapshots here
-		// would cost the paused partition more than the replay.
+		// they had been committed now. Loading and encoding their
+		// snapshots here would cost the paused partition more than the
+		// replay.
 		s.lastCP = time.Now()
 	}
 	return rep, nil
@@ -136,7 +143,7 @@ func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full
 // clearForRestore empties the state and gives it a new epoch, so a restore
 // retried after a failure starts from nothing and claims again.
 func (s *aggState) clearForRestore() {
-	s.cache, s.unsaved = newCache(), map[string]struct{}{}
+	s.cache, s.unsaved, s.pending = newCache(), map[string]struct{}{}, map[string][]decodedEvent{}
 	clear(s.open)
 	s.produced = s.produced[:0]
 	s.nextOffset, s.eventsSinceCP = 0, 0
@@ -199,10 +206,18 @@ func (s *aggState) setClaimed(epoch string) {
 	}
 }
 
-// replay applies the events at offsets [start, end).
+// replay applies the events at offsets [start, end). After a checkpoint
+// (start > 0) it defers those of aggregates not in memory to their first
+// use instead (invariant 7): their snapshots are not read now.
 func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64) (int64, error) {
 	if end <= start {
 		return 0, nil
+	}
+	lazy := start > 0
+	if lazy && len(s.pending) == 0 {
+		// At most one aggregate per event: sized once, not grown (install
+		// lets go of it once the last deferred aggregate is loaded).
+		s.pending = make(map[string][]decodedEvent, min(end-start, 1<<14))
 	}
 	var replayed int64
 	batch := make([]decodedEvent, 0, 512)
@@ -217,6 +232,9 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 		if cached = ent != nil; cached {
 			return ent.agg.ID()
 		}
+		if evs := s.pending[string(b)]; len(evs) > 0 {
+			return evs[0].e.Subject
+		}
 		return string(b)
 	}
 	err := src.read(ctx, start, end, func(recs []rawEvent) error {
@@ -229,6 +247,13 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 			e, err := s.kind.DecodeEventForReplay(r.value, subject)
 			if err != nil {
 				return s.stop(src, r, err)
+			}
+			if lazy && !cached && s.cache.entries[e.Subject] == nil {
+				// Deferred: the event keeps r.value (its causation id) until
+				// it is applied.
+				s.pending[e.Subject] = append(s.pending[e.Subject], decodedEvent{e: e, offset: r.offset, raw: r.value})
+				replayed++
+				continue
 			}
 			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value})
 			if cached || s.cache.entries[e.Subject] != nil { // the decoding may not have looked it up
@@ -334,7 +359,7 @@ func (p *Processor) restore(ctx context.Context, pt *partition) error {
 	p.cfg.Observer.Restored(pt.b.kind.Name(), mode, time.Since(began), rep.replayed)
 	pt.st.gauges.cached.Store(int64(pt.st.cache.len()))
 	p.log.Info("partition restored", "topic", events, "partition", pt.id, "mode", rep.mode, "from_offset", rep.from, "end_offset", end,
-		"events", rep.replayed, "cached", pt.st.cache.len(), durationAttr("took", time.Since(began)))
+		"events", rep.replayed, "cached", pt.st.cache.len(), "deferred", rep.deferred, durationAttr("took", time.Since(began)))
 	return nil
 }
 

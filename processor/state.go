@@ -48,6 +48,17 @@ import (
 //     checkpoint is never stored before the snapshots it relies on.
 //  6. Restore never skips a stored event: one that cannot be decoded or
 //     applied stops the partition (errStopped).
+//  7. A restore from a checkpoint defers the events after it (the tail):
+//     the tail events of an aggregate not in memory wait, decoded, in
+//     pending, and no snapshot is read for them. load applies them to the
+//     aggregate's snapshot (or new aggregate) before anything uses it, with
+//     the rules of replayOne; a version gap or an event that cannot be
+//     applied is errUntrusted, so the partition is restored with a full
+//     replay, which stops at such an event (6). An aggregate is never both
+//     in memory and pending, so get hands out nothing without its deferred
+//     events (1). Until it is loaded, an aggregate's committed state is its
+//     stored snapshot plus its pending events, so a checkpoint first loads
+//     every pending aggregate (5).
 //
 // # Threads
 //
@@ -74,7 +85,11 @@ type aggState struct {
 	complete atomic.Bool         // every aggregate of the partition is in the cache
 	unsaved  map[string]struct{} // committed versions newer than their stored snapshot
 	open     map[string][]byte   // changed in the open transaction: its new state record (nil once produced)
-	produced []producedEvent     // events produced in the open transaction
+	// pending is the deferred tail of a restore from a checkpoint: for each
+	// aggregate not in memory, its events after the checkpoint, in offset
+	// order, applied by load when the aggregate is first used (invariant 7).
+	pending  map[string][]decodedEvent
+	produced []producedEvent // events produced in the open transaction
 
 	nextOffset int64 // events offset after the last committed event
 	// expectNext is where our next event record must land in the events
@@ -114,7 +129,7 @@ func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *write
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
 		stamp: kind.StateStamp(), cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
-		open: map[string][]byte{}, lastCP: time.Now(), obs: nopObserver{}}
+		open: map[string][]byte{}, pending: map[string][]decodedEvent{}, lastCP: time.Now(), obs: nopObserver{}}
 	s.complete.Store(true)
 	return s
 }
@@ -172,7 +187,9 @@ func (s *aggState) load(ctx context.Context, ids []string) error {
 	}
 	if s.store == nil || s.complete.Load() {
 		for _, id := range ids {
-			s.cache.put(s.kind.NewAggregate(id), -1).stored = -1
+			if err := s.install(s.kind.NewAggregate(id), -1, -1); err != nil {
+				return err
+			}
 		}
 		return nil
 	}
@@ -204,14 +221,59 @@ func (s *aggState) load(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		sn, ok := snaps[id]
 		if !ok {
-			s.cache.put(s.kind.NewAggregate(id), -1).stored = -1
+			if err := s.install(s.kind.NewAggregate(id), -1, -1); err != nil {
+				return err
+			}
 			continue
 		}
 		a, err := s.fromSnapshot(sn)
 		if err != nil {
 			return err
 		}
-		s.cache.put(a, sn.Offset).stored = sn.Version
+		if err := s.install(a, sn.Offset, sn.Version); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// install puts a loaded aggregate a, whose stored snapshot has version
+// stored (-1: none) and offset offset, into the cache, after applying the
+// events the restore deferred for it (invariant 7), with the rules of
+// replayOne: an event the snapshot contains is skipped, a version gap means
+// the snapshot is missing or stale (errUntrusted). An event that cannot be
+// applied is errUntrusted too: the full replay that follows stops the
+// partition at it with a *StoppedError (invariant 6). On an error nothing
+// changes: a stays out of the cache and its events stay deferred.
+func (s *aggState) install(a aggregates.Aggregate, offset, stored int64) error {
+	id := a.ID()
+	evs, deferred := s.pending[id]
+	applied := false
+	for i := range evs {
+		d := &evs[i]
+		if d.e.Version <= a.Version() {
+			continue // in the snapshot already
+		}
+		if d.e.Version != a.Version()+1 {
+			return fmt.Errorf("%w: aggregate %q is at version %d but its next event after the checkpoint is version %d (offset %d): its snapshot is missing or stale",
+				errUntrusted, id, a.Version(), d.e.Version, d.offset)
+		}
+		if err := a.Apply(&d.e); err != nil && !errors.Is(err, aggregates.ErrInvariantViolated) {
+			return fmt.Errorf("%w: event %s@%d (offset %d) after the checkpoint cannot be applied: %w", errUntrusted, id, d.e.Version, d.offset, err)
+		}
+		offset, applied = d.offset, true
+	}
+	s.cache.put(a, offset).stored = stored
+	if applied {
+		// Newer than its stored snapshot, as replayOne would have left it.
+		s.unsaved[id] = struct{}{}
+	}
+	if deferred {
+		delete(s.pending, id)
+		s.stats.deferredLoaded.Add(1)
+		if len(s.pending) == 0 {
+			s.pending = map[string][]decodedEvent{} // a map does not shrink
+		}
 	}
 	return nil
 }
@@ -343,6 +405,9 @@ func (s *aggState) checkpoint() {
 	if s.store == nil || len(s.open) > 0 || s.closed.Load() || s.lostErr() != nil {
 		return
 	}
+	if !s.materialize() {
+		return
+	}
 	s.applyAcks()
 	snaps := make([]snapshots.Snapshot, 0, len(s.unsaved))
 	queued := make([]*entry, 0, len(s.unsaved))
@@ -370,9 +435,57 @@ func (s *aggState) checkpoint() {
 	s.gauges.sinceCP.Store(0)
 }
 
+// materializeBatch is how many deferred aggregates materialize loads with
+// one store read, and materializeTimeout bounds all its reads: checkpoint
+// runs on the main loop, which has no context to hand it.
+const (
+	materializeBatch   = 512
+	materializeTimeout = 10 * time.Second
+)
+
+// materialize brings every aggregate with deferred events into memory, so
+// that a checkpoint can promise their snapshots (invariants 5 and 7), and
+// reports whether the checkpoint may go on. A lost lease is recorded (lose);
+// an untrusted snapshot too (distrust), so the partition is restored with a
+// full replay; any other store error only skips this checkpoint: it is
+// tried again at the next due time.
+func (s *aggState) materialize() bool {
+	if len(s.pending) == 0 {
+		return true
+	}
+	ids := make([]string, 0, len(s.pending))
+	for id := range s.pending {
+		ids = append(ids, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), materializeTimeout)
+	defer cancel()
+	for len(ids) > 0 {
+		n := min(len(ids), materializeBatch)
+		err := s.load(ctx, ids[:n])
+		ids = ids[n:]
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, errUntrusted):
+			s.log.Warn("an aggregate of the checkpoint restore's tail cannot be loaded; the partition is restored with a full replay",
+				"aggregate_type", s.kind.Name(), "partition", s.part, "err", err)
+			s.distrust(err)
+		case errors.Is(err, errStoreLost):
+			s.lose(err) // load recorded a lost lease already; this covers the rest
+		default:
+			s.log.Warn("no checkpoint this time: the aggregates of the restore's tail cannot be loaded from the snapshot store; retried at the next checkpoint",
+				"aggregate_type", s.kind.Name(), "partition", s.part, "deferred", len(s.pending), "err", err)
+			s.lastCP = time.Now() // the next try waits an interval
+		}
+		return false
+	}
+	return true
+}
+
 // checkpointDue reports whether the checkpoint policy asks for one now.
 func (s *aggState) checkpointDue(events int, interval time.Duration) bool {
-	return s.store != nil && (s.eventsSinceCP >= events || (len(s.unsaved) > 0 && time.Since(s.lastCP) >= interval))
+	return s.store != nil && (s.eventsSinceCP >= events ||
+		((len(s.unsaved) > 0 || len(s.pending) > 0) && time.Since(s.lastCP) >= interval))
 }
 
 // currentLease returns the lease reads must present; ok is false while the
@@ -489,6 +602,18 @@ func (s *aggState) lose(err error) {
 	if s.lost == nil {
 		s.lost = err
 		s.obs.LeaseLost(s.kind.Name(), leaseLostReason(err, s.closed.Load()))
+	}
+}
+
+// distrust records that the store's content cannot be trusted for the
+// partition (err wraps errUntrusted), found outside a transaction: like a
+// lost lease, nothing more is read from or written to the store, and the
+// partition is restored, with a full replay since err is errUntrusted.
+func (s *aggState) distrust(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lost == nil {
+		s.lost = err
 	}
 }
 

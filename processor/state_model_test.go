@@ -134,7 +134,9 @@ type stateModel struct {
 	now     time.Time
 
 	restores, stale int
+	materialized    int  // checkpoints that loaded the deferred tail of a restore
 	interrupt       bool // the next restore's first attempt fails midway
+	forceFull       bool // the next restore replays everything, as the processor's after errUntrusted
 }
 
 // failingLog hands out the first batch of the log, lets the writer work,
@@ -208,13 +210,14 @@ func (m *stateModel) restore() {
 	}
 	m.st = newAggState(m.kind, 0, m.store, m.writer, 3, slog.New(slog.DiscardHandler), m.stats, m.topicID)
 	m.st.retries = nil // the model's faults last until an action ends them
-	full := false
+	full := m.forceFull
+	m.forceFull = false
 	if m.interrupt {
 		// A first attempt fails midway, with the writer busy in between;
 		// the retry runs on the same state, as the processor's does.
 		m.interrupt = false
 		// (A restore with at most one batch to read succeeds.)
-		m.st.restore(context.Background(), &failingLog{log: &m.log, m: m}, m.log.end(), false)
+		m.st.restore(context.Background(), &failingLog{log: &m.log, m: m}, m.log.end(), full)
 	}
 	for attempt := 0; ; attempt++ {
 		_, err := m.st.restore(context.Background(), &m.log, m.log.end(), full)
@@ -234,6 +237,7 @@ func (m *stateModel) restore() {
 func (m *stateModel) get(id string) (*entry, bool) {
 	e, err := m.st.get(context.Background(), id)
 	if err != nil {
+		m.forceFull = errors.Is(err, errUntrusted)
 		m.restore()
 		return nil, false
 	}
@@ -243,6 +247,19 @@ func (m *stateModel) get(id string) (*entry, bool) {
 			id, e.agg.Version(), e.agg.StateAny(), want.Version(), want.State())
 	}
 	return e, true
+}
+
+// checkpoint checkpoints the state, which loads the aggregates a restore
+// from a checkpoint deferred; then every aggregate in memory is checked.
+func (m *stateModel) checkpoint(*rapid.T) {
+	deferred := len(m.st.pending)
+	m.st.checkpoint()
+	if deferred > 0 && len(m.st.pending) == 0 {
+		m.materialized++
+	}
+	for id := range m.st.cache.entries {
+		m.get(id)
+	}
 }
 
 // landLate applies the oldest write that timed out for its caller.
@@ -299,7 +316,8 @@ func (m *stateModel) command(t *rapid.T) {
 		t.Fatalf("committed: %v", err)
 	}
 	m.st.evict()
-	if m.st.lostErr() != nil {
+	if err := m.st.lostErr(); err != nil {
+		m.forceFull = errors.Is(err, errUntrusted)
 		m.restore()
 	}
 }
@@ -307,9 +325,22 @@ func (m *stateModel) command(t *rapid.T) {
 func TestStateMatchesTheLogUnderStoreFaults(t *testing.T) {
 	// Five rounds of the default 100 checks: some forks need a few hundred
 	// runs to show.
+	var deferred, loaded, materialized int64
 	for range 5 {
-		rapid.Check(t, func(t *rapid.T) { runStateModel(t, memoryFaults(), 50, 300) })
+		rapid.Check(t, func(t *rapid.T) {
+			m := runStateModel(t, memoryFaults(), 50, 300)
+			deferred += m.stats.deferred.Load()
+			loaded += m.stats.deferredLoaded.Load()
+			materialized += int64(m.materialized)
+		})
 	}
+	// The model must reach the deferred tail: restores from a checkpoint
+	// with events after it, then lookups and checkpoints of those
+	// aggregates.
+	if deferred == 0 || loaded == 0 || materialized == 0 {
+		t.Errorf("the runs deferred %d aggregates, loaded %d of them, and %d checkpoints materialized a deferred tail; the model must exercise all three", deferred, loaded, materialized)
+	}
+	t.Logf("deferred %d aggregates, loaded %d, %d checkpoints materialized a deferred tail", deferred, loaded, materialized)
 }
 
 // TestStateMatchesTheLogUnderRedisFaults runs the model on a real
@@ -346,20 +377,23 @@ func TestStateMatchesTheLogUnderRedisFaults(t *testing.T) {
 }
 
 // runStateModel draws between minSteps and maxSteps actions, then heals the
-// store and checks every aggregate, also after one more restore.
-func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) {
+// store and checks every aggregate, also after one more restore (and a
+// checkpoint and restore from it). It returns the model, for what its runs
+// covered.
+func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) *stateModel {
 	m := newStateModel(t, store)
 	actions := map[string]func(*rapid.T){
 		"command":    m.command,
 		"command2":   m.command,
 		"command3":   m.command,
 		"check":      func(t *rapid.T) { m.get(rapid.SampledFrom(m.ids).Draw(t, "id")) },
-		"checkpoint": func(*rapid.T) { m.st.checkpoint() },
+		"checkpoint": m.checkpoint,
 		"evict":      func(*rapid.T) { m.st.evict() },
 		"write":      func(*rapid.T) { m.writer.step(context.Background()) },
 		"write2":     func(*rapid.T) { m.writer.step(context.Background()) },
 		"settle": func(*rapid.T) {
-			if m.st.lostErr() != nil {
+			if err := m.st.lostErr(); err != nil {
+				m.forceFull = errors.Is(err, errUntrusted)
 				m.restore()
 			}
 		},
@@ -433,7 +467,17 @@ func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) {
 		m.get(id)
 	}
 	m.restore()
+	if rapid.Bool().Draw(t, "checkpoint-after-restore") {
+		// The checkpoint loads the restore's deferred aggregates; the next
+		// restore starts from it.
+		m.checkpoint(t)
+		for i := 0; i < 50 && m.writer.pending() > 0; i++ {
+			m.writer.step(context.Background())
+		}
+		m.restore()
+	}
 	for _, id := range m.ids {
 		m.get(id)
 	}
+	return m
 }
