@@ -74,8 +74,10 @@ type Config struct {
 	SessionTimeout     time.Duration
 	RebalanceTimeout   time.Duration
 	TransactionTimeout time.Duration
-	// ShutdownTimeout bounds a graceful shutdown: finishing the open
-	// transaction and leaving the group. Default 10s.
+	// ShutdownTimeout bounds each step of a graceful shutdown: finishing
+	// the open transaction, loading what checkpoint restores deferred for
+	// the last checkpoints (all partitions together), and leaving the
+	// group. Default 10s.
 	ShutdownTimeout time.Duration
 
 	// Snapshots, when set, keeps snapshots and checkpoints so that a

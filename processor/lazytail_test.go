@@ -351,3 +351,35 @@ func TestCheckpointThatCannotLoadADeferredAggregate(t *testing.T) {
 		})
 	}
 }
+
+// hangingStore is a snapshot store whose reads hang until their context
+// ends, as a Redis that stopped answering.
+type hangingStore struct{ SnapshotStore }
+
+func (hangingStore) LoadLeased(ctx context.Context, _ string, _ int32, _ snapshots.Lease, _ []string) (map[string]snapshots.Snapshot, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A shutdown bounds the loads its checkpoints make of deferred aggregates by
+// its own timeout: checkpointWithin returns once its context ends, takes no
+// checkpoint, and leaves the aggregate deferred.
+func TestCheckpointWithinEndsWithItsContext(t *testing.T) {
+	st, _, _ := deferredTail(t, counterKind(), 1)
+	st.store = hangingStore{st.store}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.checkpointWithin(ctx)
+	}()
+	select {
+	case <-done:
+	case <-time.After(materializeTimeout / 2):
+		t.Fatalf("checkpointWithin still loads %s after its context ended", materializeTimeout/2)
+	}
+	if len(st.pending["c-0"]) != 1 || st.lostErr() != nil {
+		t.Fatalf("after a checkpoint the store never answered: %d deferred events of c-0 (want 1), lost %v (want nil)", len(st.pending["c-0"]), st.lostErr())
+	}
+}

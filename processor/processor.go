@@ -622,12 +622,16 @@ func (p *Processor) shutdown(sess *kgo.GroupTransactSession, t *txn) error {
 		cancel()
 	}
 	if p.cfg.Snapshots != nil && err == nil {
+		// The checkpoints load what restores deferred: all of them within
+		// one ShutdownTimeout, however many partitions wait on the store.
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+		defer cancel()
 		p.batchMu.Lock()
 		defer p.batchMu.Unlock()
 		p.mu.Lock()
 		for _, part := range p.parts {
 			if part.isRestored() {
-				part.st.checkpoint()
+				part.st.checkpointWithin(ctx)
 			}
 		}
 		p.mu.Unlock()

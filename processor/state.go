@@ -401,11 +401,15 @@ func (s *aggState) evict() {
 // checkpoint hands the writer the snapshot of every aggregate newer than
 // its stored snapshot and a checkpoint at the end of the committed events
 // (invariant 5). Call it only when no transaction is open on the partition.
-func (s *aggState) checkpoint() {
+func (s *aggState) checkpoint() { s.checkpointWithin(context.Background()) }
+
+// checkpointWithin is checkpoint whose loads of deferred aggregates (see
+// materialize) end with ctx: a shutdown bounds them by its timeout.
+func (s *aggState) checkpointWithin(ctx context.Context) {
 	if s.store == nil || len(s.open) > 0 || s.closed.Load() || s.lostErr() != nil {
 		return
 	}
-	if !s.materialize() {
+	if !s.materialize(ctx) {
 		return
 	}
 	s.applyAcks()
@@ -436,8 +440,8 @@ func (s *aggState) checkpoint() {
 }
 
 // materializeBatch is how many deferred aggregates materialize loads with
-// one store read, and materializeTimeout bounds all its reads: checkpoint
-// runs on the main loop, which has no context to hand it.
+// one store read, and materializeTimeout bounds all its reads: the main
+// loop has no context to hand a checkpoint; a shutdown's is shorter still.
 const (
 	materializeBatch   = 512
 	materializeTimeout = 10 * time.Second
@@ -449,7 +453,7 @@ const (
 // an untrusted snapshot too (distrust), so the partition is restored with a
 // full replay; any other store error only skips this checkpoint: it is
 // tried again at the next due time.
-func (s *aggState) materialize() bool {
+func (s *aggState) materialize(ctx context.Context) bool {
 	if len(s.pending) == 0 {
 		return true
 	}
@@ -457,7 +461,7 @@ func (s *aggState) materialize() bool {
 	for id := range s.pending {
 		ids = append(ids, id)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), materializeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, materializeTimeout)
 	defer cancel()
 	for len(ids) > 0 {
 		n := min(len(ids), materializeBatch)
