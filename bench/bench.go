@@ -20,7 +20,10 @@
 //   - bare: a franz-go GroupTransactSession reads the same backlog in its own
 //     group and writes, per command, the records Chronicle writes (an event
 //     and a state record to the command's partition, a result keyed by the
-//     command id), of the same sizes, committing every CommitEvery records.
+//     command id), as varied as Chronicle's (thousands of distinct records
+//     made by the order aggregate before the clock starts, so compression
+//     does not make the baseline cheaper than Chronicle's writes), committing
+//     every CommitEvery records.
 //   - latency: at each share of Chronicle's measured rate, commands are sent
 //     at that rate (paced every millisecond, by a producer lingering 1ms as
 //     producers batch) for LatencyDuration while the same processor runs;

@@ -268,29 +268,48 @@ func throughputOf(n int, elapsed time.Duration, mem memDelta, txns int64) *Throu
 		CPUPerCommand: float64(mem.cpu.Microseconds()) / float64(n), Transactions: txns}
 }
 
-// sampleRecords returns the values Chronicle writes for an accepted AddLine
-// on an order with a line: its event, its state record and its result.
-func sampleRecords() (event, state, result []byte, err error) {
+// sample is the values Chronicle writes for one accepted command: its
+// event, its state record and its result.
+type sample struct{ event, state, result []byte }
+
+// sampleRecords returns the values Chronicle writes for the last command of
+// n different orders, each a CreateOrder and 1 to 9 AddLines over the
+// backlog's five products: distinct ids, times and amounts, and orders of
+// one to five lines, as the backlog's commands produce, so that the broker
+// and the client's compression see what they see from Chronicle (copies of
+// one record would compress to almost nothing).
+func sampleRecords(n int) ([]sample, error) {
 	def := order.Definition()
-	root := def.New("o-12345")
 	now := time.Now()
-	for _, p := range []any{order.CreateOrder{UserID: "u-o-12345"}, order.AddLine{ProductID: 1, Quantity: 1, UnitPrice: 100}, order.AddLine{ProductID: 2, Quantity: 1, UnitPrice: 200}} {
-		cmd, err := def.NewCommand("o-12345", p, aggregates.Metadata{})
-		if err != nil {
-			return nil, nil, nil, err
+	out := make([]sample, n)
+	for i := range out {
+		id := "o-" + strconv.Itoa(1_000_000+i)
+		root := def.New(id)
+		payloads := []any{order.CreateOrder{UserID: "u-" + id}}
+		for r := range 1 + i%9 {
+			p := int64(1 + r%products)
+			payloads = append(payloads, order.AddLine{ProductID: p, Quantity: 1, UnitPrice: 100 * p})
 		}
-		d, err := root.ExecuteEncoded(&cmd, now)
-		if err != nil {
-			return nil, nil, nil, err
+		for _, payload := range payloads {
+			cmd, err := def.NewCommand(id, payload, aggregates.Metadata{})
+			if err != nil {
+				return nil, err
+			}
+			at := now.Add(time.Duration(i) * time.Microsecond)
+			d, err := root.ExecuteEncoded(&cmd, at)
+			if err != nil {
+				return nil, err
+			}
+			res := aggregates.ResultFor(&cmd, "order", root.Version(), d.Events, nil)
+			res.Time = at
+			result, err := json.Marshal(res)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = sample{event: d.Encoded[0], state: d.State, result: result}
 		}
-		res := aggregates.ResultFor(&cmd, "order", root.Version(), d.Events, nil)
-		res.Time = now
-		if result, err = json.Marshal(res); err != nil {
-			return nil, nil, nil, err
-		}
-		event, state = d.Encoded[0], d.State
 	}
-	return event, state, result, nil
+	return out, nil
 }
 
 // bare runs the baseline: a GroupTransactSession that writes, per command,
@@ -303,10 +322,13 @@ func (r *run) bare(ctx context.Context, names topics.Names) (time.Duration, int6
 	if err != nil {
 		return 0, 0, err
 	}
-	event, state, result, err := sampleRecords()
+	// Distinct records for twice a transaction's commands at least, so no
+	// transaction writes one record twice.
+	samples, err := sampleRecords(max(4096, 2*cfg.CommitEvery))
 	if err != nil {
 		return 0, 0, fmt.Errorf("encoding the sample records: %w", err)
 	}
+	next := 0
 	sess, err := kgo.NewGroupTransactSession(append(r.opts[:len(r.opts):len(r.opts)],
 		kgo.ConsumerGroup(r.prefix+"-bare"), kgo.ConsumeTopics(names.Commands), kgo.TransactionalID(r.prefix+"-bare"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.RequireStableFetchOffsets(), kgo.Balancers(kgo.CooperativeStickyBalancer()),
@@ -362,9 +384,11 @@ func (r *run) bare(ctx context.Context, names topics.Names) (time.Duration, int6
 				if len(rec.Value) > 33 && string(rec.Value[:7]) == `{"id":"` {
 					resultKey = rec.Value[7:33]
 				}
-				sess.Produce(ctx, &kgo.Record{Topic: out.Events, Partition: rec.Partition, Key: eventKey, Value: event}, promise)
-				sess.Produce(ctx, &kgo.Record{Topic: out.State, Partition: rec.Partition, Key: rec.Key, Value: state}, promise)
-				sess.Produce(ctx, &kgo.Record{Topic: out.Results, Partition: -1, Key: resultKey, Value: result}, promise)
+				sm := &samples[next]
+				next = (next + 1) % len(samples)
+				sess.Produce(ctx, &kgo.Record{Topic: out.Events, Partition: rec.Partition, Key: eventKey, Value: sm.event}, promise)
+				sess.Produce(ctx, &kgo.Record{Topic: out.State, Partition: rec.Partition, Key: rec.Key, Value: sm.state}, promise)
+				sess.Produce(ctx, &kgo.Record{Topic: out.Results, Partition: -1, Key: resultKey, Value: sm.result}, promise)
 				count++
 			})
 		}
