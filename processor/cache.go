@@ -37,6 +37,15 @@ func (c *cache) get(id string) *entry {
 	return e
 }
 
+// getKey is get of the id key (a record key), without converting it.
+func (c *cache) getKey(key []byte) *entry {
+	e := c.entries[string(key)]
+	if e != nil {
+		c.order.MoveToFront(e.elem)
+	}
+	return e
+}
+
 // put adds an aggregate as the most recently used.
 func (c *cache) put(agg aggregates.Aggregate, offset int64) *entry {
 	e := &entry{agg: agg, offset: offset, stored: -2, queued: -2}

@@ -64,9 +64,12 @@ type Config struct {
 	// MaxCommandBytes is the largest command value accepted; larger ones get
 	// an invalid result and go to the DLQ. Default 1 MiB.
 	MaxCommandBytes int
-	// Concurrency bounds how many partitions are processed at the same time
-	// (commands of one partition are always processed in order). Default
-	// 2×GOMAXPROCS.
+	// Concurrency bounds how many goroutines decide commands at the same
+	// time: partitions are processed in parallel, and a batch of fewer
+	// partitions than min(Concurrency, GOMAXPROCS) has each partition's
+	// commands decided by several workers, split by aggregate. Commands of
+	// one aggregate are always decided in order, and what a partition's
+	// commands produce is written in offset order. Default 2×GOMAXPROCS.
 	Concurrency int
 
 	// SessionTimeout, RebalanceTimeout and TransactionTimeout tune the

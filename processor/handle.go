@@ -11,6 +11,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/topics"
@@ -27,8 +28,9 @@ const (
 	HeaderForwardedFrom = "chronicle-forwarded-from"
 )
 
-// process handles the records of one poll, in offset order.
-func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, recs []*kgo.Record) {
+// process handles the records of one poll, in offset order, deciding them
+// on up to workers goroutines (see fanOut).
+func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, recs []*kgo.Record, workers int) {
 	if err := pt.st.lookup(ctx, pt.ownedIDs(p, recs)); err != nil {
 		p.log.Warn("cannot load aggregates from the snapshot store; aborting the transaction and restoring the partition", "partition", pt.id, "err", err)
 		if errors.Is(err, errUntrusted) {
@@ -37,11 +39,16 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
 		return
 	}
-	// One clock reading per command: the end of one command's handling
-	// is the start of the next one's.
-	now := time.Now()
-	for _, r := range recs {
-		now = pt.handle(ctx, p, sess, r, now)
+	var now time.Time
+	if workers < 2 || len(recs) < minFanOut || p.cfg.Tracer != nil || !pt.fanOut(ctx, p, sess, recs, workers) {
+		// One clock reading per command: the end of one command's
+		// handling is the start of the next one's.
+		now = time.Now()
+		for _, r := range recs {
+			now = pt.handle(ctx, p, sess, r, now)
+		}
+	} else {
+		now = time.Now()
 	}
 	// One state record per aggregate changed in this batch: its latest.
 	for id, v := range pt.st.open {
@@ -111,13 +118,22 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	}
 	d, err := execute(a, cmd, stamp, &pt.out)
 	a.ClearChanges()
+	res := aggregates.ResultFor(cmd, pt.b.kind.Name(), a.Version(), d.Events, err)
+	return pt.emit(ctx, p, sess, r, cmd, a.ID(), &d, &res, nil, stamp, span, traceParent, began, time.Time{})
+}
+
+// emit writes what deciding cmd (record r) against aggregate id came to:
+// its events, its result and, when it is invalid, its DLQ record; stamp is
+// the events' time. enc, when not nil, is the result already encoded. It
+// returns when the command's handling ended: end, or now when end is zero.
+func (pt *partition) emit(ctx context.Context, p *Processor, sess *kgo.GroupTransactSession, r *kgo.Record, cmd *aggregates.Command, id string,
+	d *aggregates.Decision, res *aggregates.Result, enc *encodedResult, stamp time.Time, span trace.Span, traceParent string, began, end time.Time) time.Time {
 	events := d.Events
-	res := aggregates.ResultFor(cmd, pt.b.kind.Name(), a.Version(), events, err)
 	for i := range events {
 		rec := pt.out.record()
 		rec.Topic, rec.Partition, rec.Value, rec.Timestamp = pt.b.names.Events, pt.id, d.Encoded[i], recordTime(p, stamp)
 		rec.Key = pt.out.done(topics.AppendEventKey(pt.out.start(), cmd.AggregateID, events[i].Version))
-		pt.st.changed(a.ID(), rec, d.State)
+		pt.st.changed(id, rec, d.State)
 		p.produce(sess, rec)
 	}
 	if len(events) > 0 {
@@ -155,9 +171,15 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 			span.SetAttributes(attribute.String("chronicle.code", res.Code))
 		}
 	}
-	res.Time = stamp
-	pt.result(p, sess, &res, traceParent)
-	end = time.Now()
+	if enc != nil {
+		pt.produceResult(p, sess, res, enc.v, enc.err, traceParent)
+	} else {
+		res.Time = stamp
+		pt.result(p, sess, res, traceParent)
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
 	p.cfg.Observer.CommandHandled(pt.b.kind.Name(), pt.b.typeLabel(cmd.Type), string(res.Status), end.Sub(began), end.Sub(r.Timestamp))
 	return end
 }
@@ -237,12 +259,20 @@ func (pt *partition) result(p *Processor, sess *kgo.GroupTransactSession, res *a
 		res.Time = p.cfg.Now()
 	}
 	v, err := res.AppendJSON(pt.out.start())
+	if err == nil {
+		v = pt.out.done(v)
+	}
+	pt.produceResult(p, sess, res, v, err, traceParent)
+}
+
+// produceResult produces res, encoded as v, or records encoding error err.
+func (pt *partition) produceResult(p *Processor, sess *kgo.GroupTransactSession, res *aggregates.Result, v []byte, err error, traceParent string) {
 	if err != nil {
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("encoding result of %s: %w", res.CommandID, err)))
 		return
 	}
 	rec := pt.out.record()
-	rec.Topic, rec.Partition, rec.Value, rec.Timestamp = pt.b.names.Results, -1, pt.out.done(v), recordTime(p, res.Time)
+	rec.Topic, rec.Partition, rec.Value, rec.Timestamp = pt.b.names.Results, -1, v, recordTime(p, res.Time)
 	rec.Key = pt.out.appendString(res.CommandID)
 	if traceParent != "" {
 		rec.Headers = []kgo.RecordHeader{{Key: HeaderTraceParent, Value: []byte(traceParent)}}

@@ -31,6 +31,10 @@ type partition struct {
 
 	out arena              // what the worker produces: records and their keys and values
 	cmd aggregates.Command // the command being handled (see handle)
+
+	// For fanOut: what its workers decided, and their arenas.
+	decs      []decided
+	workerOut []arena
 }
 
 // arena hands out the records a partition's worker produces, and the bytes
@@ -122,6 +126,24 @@ func (a *arena) release() {
 	a.usedRecs, a.usedBufs = a.usedRecs[:0], a.usedBufs[:0]
 	clear(a.recs[:cap(a.recs)])
 	a.recs, a.buf = a.recs[:0], a.buf[:0]
+}
+
+// releaseArenas releases the arena of the partition's worker and those of
+// its fan-out workers (see arena.release).
+func (pt *partition) releaseArenas() {
+	pt.out.release()
+	for i := range pt.workerOut {
+		pt.workerOut[i].release()
+	}
+}
+
+// dropArenas drops the arena of the partition's worker and those of its
+// fan-out workers (see arena.drop).
+func (pt *partition) dropArenas() {
+	pt.out.drop()
+	for i := range pt.workerOut {
+		pt.workerOut[i].drop()
+	}
 }
 
 // drop forgets every block handed out so far, keeping the released ones:

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -544,7 +545,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 			err := part.st.committed()
 			// End flushed every record and committed read their
 			// offsets: nothing refers to the arena's blocks any more.
-			part.out.release()
+			part.releaseArenas()
 			if err != nil {
 				p.stats.foreignWrites.Add(1)
 				p.cfg.Observer.ForeignWrite(part.b.kind.Name())
@@ -565,7 +566,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 	p.stats.txnsAborted.Add(1)
 	p.log.Warn("transaction aborted; restoring the partitions it touched", "partitions", len(touched), "err", err)
 	for part := range touched {
-		part.out.drop() // the client may still hold its records
+		part.dropArenas() // the client may still hold its records
 		p.reset(part, false)
 	}
 	if err != nil {
@@ -648,6 +649,16 @@ func (p *Processor) processBatch(ctx context.Context, sess *kgo.GroupTransactSes
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	n := 0
+	// A batch of few partitions leaves cores idle: each partition's
+	// commands are then decided by several workers (see fanOut), so that
+	// up to min(Concurrency, GOMAXPROCS) goroutines decide at once.
+	parts := 0
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) > 0 {
+			parts++
+		}
+	})
+	workers := max(1, min(p.cfg.Concurrency, runtime.GOMAXPROCS(0))/max(parts, 1))
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if len(fp.Records) == 0 {
 			return
@@ -669,7 +680,7 @@ func (p *Processor) processBatch(ctx context.Context, sess *kgo.GroupTransactSes
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			part.process(ctx, p, sess, fp.Records)
+			part.process(ctx, p, sess, fp.Records, workers)
 		}()
 	})
 	wg.Wait()
@@ -852,6 +863,7 @@ type counters struct {
 	fullReplays, checkpointRestores, fallbacks, snapshotLoads            atomic.Int64
 	snapshotsSaved, checkpoints, evictions, stopped                      atomic.Int64
 	foreignWrites, deferred, deferredLoaded                              atomic.Int64
+	fannedOut                                                            atomic.Int64 // batches decided by several workers (see fanOut), for tests
 }
 
 // Stats returns a copy of the counters.
