@@ -19,9 +19,11 @@ creates topics named chronicle-bench-<time>… and deletes them at the end).
 It uses the order aggregate of the examples, whatever this program serves.
 
   throughput  a backlog of --commands order commands over --orders orders in
-              --partitions partitions, worked off by the processor, then by a
-              bare franz-go transactional loop writing the same records per
-              command (event, state, result); both rates and their ratio
+              --partitions partitions, worked off by a bare franz-go
+              transactional loop writing, per command, records like
+              Chronicle's (event, state, result; thousands of distinct
+              ones, made beforehand), then by the processor; both rates
+              and their ratio
   latency     command->result p50/p99/p999 while commands arrive at each of
               --latency-shares of the measured peak
   restore     a full replay of --replay-events events and a restore from a
