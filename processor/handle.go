@@ -39,27 +39,26 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
 		return
 	}
-	var now time.Time
 	if workers < 2 || len(recs) < minFanOut || p.cfg.Tracer != nil || !pt.fanOut(ctx, p, sess, recs, workers) {
 		// One clock reading per command: the end of one command's
 		// handling is the start of the next one's.
-		now = time.Now()
+		now := time.Now()
 		for _, r := range recs {
 			now = pt.handle(ctx, p, sess, r, now)
 		}
-	} else {
-		now = time.Now()
 	}
-	// One state record per aggregate changed in this batch: its latest.
-	for id, v := range pt.st.open {
-		if v == nil {
-			continue
-		}
+}
+
+// produceStates produces one state record for each aggregate the open
+// transaction changed on the partition: its state after its last event in
+// the transaction, stamped with that event's time. The main loop calls it
+// once, just before it commits, so a transaction of many polls writes an
+// aggregate's state once, not once per poll.
+func (pt *partition) produceStates(p *Processor, sess *kgo.GroupTransactSession) {
+	for id, o := range pt.st.open {
 		rec := pt.out.record()
-		rec.Topic, rec.Partition, rec.Key, rec.Value = pt.b.names.State, pt.id, pt.out.appendString(id), v
-		rec.Timestamp = recordTime(p, now)
+		rec.Topic, rec.Partition, rec.Key, rec.Value, rec.Timestamp = pt.b.names.State, pt.id, pt.out.appendString(id), o.state, o.at
 		p.produce(sess, rec)
-		pt.st.open[id] = nil // produced; keep the key: the aggregate is busy until the end of the transaction
 	}
 }
 

@@ -529,6 +529,16 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 		p.log.Warn("aborting transaction after a produce error", "err", *perr)
 		try = kgo.TryAbort
 	}
+	if try == kgo.TryCommit {
+		// The state records go last, one per changed aggregate.
+		p.batchMu.Lock()
+		for part := range t.touched {
+			if !part.isClosed() {
+				part.produceStates(p, sess)
+			}
+		}
+		p.batchMu.Unlock()
+	}
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 	committed, err := sess.End(endCtx, try)
 	cancel()
@@ -646,6 +656,7 @@ func (p *Processor) shutdown(sess *kgo.GroupTransactSession, t *txn) error {
 func (p *Processor) processBatch(ctx context.Context, sess *kgo.GroupTransactSession, fetches kgo.Fetches, touched map[*partition]struct{}) int {
 	p.batchMu.Lock()
 	defer p.batchMu.Unlock()
+	p.stats.batches.Add(1)
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	n := 0
@@ -864,6 +875,7 @@ type counters struct {
 	snapshotsSaved, checkpoints, evictions, stopped                      atomic.Int64
 	foreignWrites, deferred, deferredLoaded                              atomic.Int64
 	fannedOut                                                            atomic.Int64 // batches decided by several workers (see fanOut), for tests
+	batches                                                              atomic.Int64 // polls whose records were handled, for tests
 }
 
 // Stats returns a copy of the counters.

@@ -82,9 +82,9 @@ type aggState struct {
 	retries []time.Duration
 
 	cache    *cache
-	complete atomic.Bool         // every aggregate of the partition is in the cache
-	unsaved  map[string]struct{} // committed versions newer than their stored snapshot
-	open     map[string][]byte   // changed in the open transaction: its new state record (nil once produced)
+	complete atomic.Bool          // every aggregate of the partition is in the cache
+	unsaved  map[string]struct{}  // committed versions newer than their stored snapshot
+	open     map[string]openState // changed in the open transaction: its new state record
 	// pending is the deferred tail of a restore from a checkpoint: for each
 	// aggregate not in memory, its events after the checkpoint, in offset
 	// order, applied by load when the aggregate is first used (invariant 7).
@@ -129,7 +129,7 @@ func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *write
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
 		stamp: kind.StateStamp(), cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
-		open: map[string][]byte{}, pending: map[string][]decodedEvent{}, lastCP: time.Now(), obs: nopObserver{}}
+		open: map[string]openState{}, pending: map[string][]decodedEvent{}, lastCP: time.Now(), obs: nopObserver{}}
 	s.complete.Store(true)
 	return s
 }
@@ -300,10 +300,18 @@ func (s *aggState) snapshotOf(e *entry) (snapshots.Snapshot, error) {
 		Stamp: s.stamp, Data: data}, nil
 }
 
+// openState is the state record an aggregate changed by the open
+// transaction gets when the transaction ends: the state after its last
+// event, and that event's record time.
+type openState struct {
+	state []byte
+	at    time.Time
+}
+
 // changed records that the open transaction changed aggregate id, produced
 // an event record for it, and leads to state (its encoded state record).
 func (s *aggState) changed(id string, rec *kgo.Record, state []byte) {
-	s.open[id] = state
+	s.open[id] = openState{state: state, at: rec.Timestamp}
 	s.produced = append(s.produced, producedEvent{id: id, rec: rec})
 }
 
