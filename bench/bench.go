@@ -26,9 +26,6 @@
 //   - chronicle: a processor (defaults but for CommitEvery and
 //     CommitInterval) works the same backlog off in its own group; the clock runs from its first
 //     handled command to the commit of its last.
-//   - backlog, bare and chronicle run Rounds times, each round on topics of
-//     its own (deleted once the round is over); the ratio is the median
-//     round's.
 //   - latency: at each share of Chronicle's measured rate, commands are sent
 //     at that rate (paced every millisecond, by a producer lingering 1ms as
 //     producers batch) for LatencyDuration while the same processor runs;
@@ -88,11 +85,6 @@ type Config struct {
 	Commands   int
 	Orders     int
 	Partitions int32
-	// Rounds is how many times the backlog is produced anew and worked off
-	// by the bare loop and then by Chronicle, each time on topics of its
-	// own: the ratio reported is the median of the rounds' ratios, which a
-	// shared or noisy machine moves far less than one round's. Default 3.
-	Rounds int
 	// CommitEvery and CommitInterval configure the processor (and
 	// CommitEvery the bare loop). Defaults 1000 and 100ms, the processor's.
 	CommitEvery    int
@@ -137,9 +129,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 6
-	}
-	if c.Rounds == 0 {
-		c.Rounds = 3
 	}
 	if c.CommitEvery == 0 {
 		c.CommitEvery = 1000
@@ -198,9 +187,6 @@ func (c *Config) Validate() error {
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("partitions %d: must be at least 1", c.Partitions))
 	}
-	if c.Rounds < 1 {
-		errs = append(errs, fmt.Errorf("rounds %d: must be at least 1", c.Rounds))
-	}
 	if c.CommitEvery < 1 {
 		errs = append(errs, fmt.Errorf("commit-every %d: must be at least 1", c.CommitEvery))
 	}
@@ -229,18 +215,13 @@ type Result struct {
 	Commands       int     `json:"commands"`
 	Orders         int     `json:"orders"`
 	Partitions     int32   `json:"partitions"`
-	Rounds         int     `json:"rounds"`
 	CommitEvery    int     `json:"commit_every"`
 	CommitInterval float64 `json:"commit_interval_ms"`
 
 	Chronicle *Throughput `json:"chronicle,omitempty"`
 	Bare      *Throughput `json:"bare,omitempty"`
-	// Ratio is Chronicle's rate over the bare loop's in the round whose
-	// ratio is the median of RoundRatios; Chronicle and Bare are that
-	// round's figures.
+	// Ratio is Chronicle's rate over the bare loop's.
 	Ratio float64 `json:"ratio,omitempty"`
-	// RoundRatios is each round's ratio, in the order they ran.
-	RoundRatios []float64 `json:"round_ratios,omitempty"`
 	// AllocsOverBare and BytesOverBare are what Chronicle allocates per
 	// command beyond the bare loop (the broker's share cancels out).
 	AllocsOverBare float64 `json:"allocs_over_bare,omitempty"`
@@ -318,7 +299,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench config: %w", err)
 	}
 	res := &Result{Broker: strings.Join(cfg.Brokers, ","), GoMaxProcs: runtime.GOMAXPROCS(0), Commands: cfg.Commands, Orders: cfg.Orders,
-		Partitions: cfg.Partitions, Rounds: cfg.Rounds, CommitEvery: cfg.CommitEvery, CommitInterval: float64(cfg.CommitInterval) / float64(time.Millisecond)}
+		Partitions: cfg.Partitions, CommitEvery: cfg.CommitEvery, CommitInterval: float64(cfg.CommitInterval) / float64(time.Millisecond)}
 	brokers := cfg.Brokers
 	if len(brokers) == 0 {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
@@ -377,14 +358,6 @@ func (r *run) deleteTopics() {
 	if len(names) > 0 {
 		_, _ = r.admin.DeleteTopics(ctx, names...)
 	}
-}
-
-// deleteTopicsOf deletes the topics of prefix.
-func (r *run) deleteTopicsOf(prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n := topics.For(prefix)
-	_, _ = r.admin.DeleteTopics(ctx, n.Commands, n.Events, n.State, n.Results, n.DLQ, n.Meta)
 }
 
 // ensure creates the topics of prefix with n partitions.

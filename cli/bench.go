@@ -22,9 +22,8 @@ It uses the order aggregate of the examples, whatever this program serves.
               --partitions partitions, worked off by a bare franz-go
               transactional loop writing, per command, records like
               Chronicle's (event, state, result; thousands of distinct
-              ones, made beforehand), then by the processor, --rounds
-              times on fresh topics; the median round's rates and ratio,
-              and every round's ratio
+              ones, made beforehand), then by the processor; both rates
+              and their ratio
   latency     command->result p50/p99/p999 while commands arrive at each of
               --latency-shares of the measured peak
   restore     a full replay of --replay-events events and a restore from a
@@ -47,7 +46,6 @@ func runBench(ctx context.Context, args []string, s *session) int {
 	fs.IntVar(&cfg.Commands, "commands", 200_000, "commands in the backlog")
 	fs.IntVar(&cfg.Orders, "orders", 20_000, "orders the commands address (one CreateOrder each, then AddLines)")
 	partitions := fs.Int("partitions", 6, "partitions of the topics")
-	fs.IntVar(&cfg.Rounds, "rounds", 3, "times the backlog is worked off by the bare loop and then by Chronicle, on fresh topics; the ratio is the median round's")
 	fs.IntVar(&cfg.CommitEvery, "commit-every", 1000, "the processor's --commit-every (and the bare loop's transaction size)")
 	fs.DurationVar(&cfg.CommitInterval, "commit-interval", 100*time.Millisecond, "the processor's --commit-interval")
 	shares := fs.String("latency-shares", "0.1,0.5", "comma-separated shares of the measured peak at which to measure latency")
