@@ -26,6 +26,9 @@
 //   - chronicle: a processor (defaults but for CommitEvery and
 //     CommitInterval) works the same backlog off in its own group; the clock runs from its first
 //     handled command to the commit of its last.
+//   - backlog, bare and chronicle run Rounds times, each round on an empty
+//     broker (one started anew; on a cluster, topics of its own, deleted
+//     once the round is over); the ratio is the median round's.
 //   - latency: at each share of Chronicle's measured rate, commands are sent
 //     at that rate (paced every millisecond, by a producer lingering 1ms as
 //     producers batch) for LatencyDuration while the same processor runs;
@@ -39,11 +42,12 @@
 //     the processor's own Observer.Restored.
 //
 // Allocations are counted with runtime.MemStats over the chronicle and bare
-// phases, the embedded broker's included; their difference per command is
-// what Chronicle's own code allocates.
+// phases, the embedded broker's included when it runs inside the process;
+// their difference per command is what Chronicle's own code allocates.
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,6 +77,16 @@ type Config struct {
 	// Brokers are the Kafka seed brokers; empty starts an embedded kfake
 	// broker for the run.
 	Brokers []string
+	// StartBroker, when set and Brokers is empty, starts the broker of a
+	// round (the last round's also serves the latency and restore phases)
+	// and returns its seed addresses and a function that stops it; each
+	// round gets a broker of its own. Nil runs an embedded kfake inside
+	// this process, whose heap then holds everything the phases write and
+	// whose garbage collection the measured loops share. chronicle bench
+	// starts `chronicle dev --broker-only --in-memory` as a process of its
+	// own. BrokerName names what it starts, for the report.
+	StartBroker func(ctx context.Context) (brokers []string, stop func(), err error)
+	BrokerName  string
 	// KafkaOptions are extra franz-go options (TLS, SASL…) for every client.
 	KafkaOptions []kgo.Opt
 	// Phases to run (PhaseChronicle, PhaseBare, PhaseLatency,
@@ -85,6 +99,11 @@ type Config struct {
 	Commands   int
 	Orders     int
 	Partitions int32
+	// Rounds is how many times the backlog is produced anew and worked off
+	// by the bare loop and then by Chronicle, each time on an empty broker
+	// (see the package doc): the ratio reported is the median of the rounds' ratios, which a
+	// shared or noisy machine moves far less than one round's. Default 3.
+	Rounds int
 	// CommitEvery and CommitInterval configure the processor (and
 	// CommitEvery the bare loop). Defaults 1000 and 100ms, the processor's.
 	CommitEvery    int
@@ -129,6 +148,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 6
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 3
 	}
 	if c.CommitEvery == 0 {
 		c.CommitEvery = 1000
@@ -187,6 +209,9 @@ func (c *Config) Validate() error {
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("partitions %d: must be at least 1", c.Partitions))
 	}
+	if c.Rounds < 1 {
+		errs = append(errs, fmt.Errorf("rounds %d: must be at least 1", c.Rounds))
+	}
 	if c.CommitEvery < 1 {
 		errs = append(errs, fmt.Errorf("commit-every %d: must be at least 1", c.CommitEvery))
 	}
@@ -215,13 +240,18 @@ type Result struct {
 	Commands       int     `json:"commands"`
 	Orders         int     `json:"orders"`
 	Partitions     int32   `json:"partitions"`
+	Rounds         int     `json:"rounds"`
 	CommitEvery    int     `json:"commit_every"`
 	CommitInterval float64 `json:"commit_interval_ms"`
 
 	Chronicle *Throughput `json:"chronicle,omitempty"`
 	Bare      *Throughput `json:"bare,omitempty"`
-	// Ratio is Chronicle's rate over the bare loop's.
+	// Ratio is Chronicle's rate over the bare loop's in the round whose
+	// ratio is the median of RoundRatios; Chronicle and Bare are that
+	// round's figures.
 	Ratio float64 `json:"ratio,omitempty"`
+	// RoundRatios is each round's ratio, in the order they ran.
+	RoundRatios []float64 `json:"round_ratios,omitempty"`
 	// AllocsOverBare and BytesOverBare are what Chronicle allocates per
 	// command beyond the bare loop (the broker's share cancels out).
 	AllocsOverBare float64 `json:"allocs_over_bare,omitempty"`
@@ -237,12 +267,13 @@ type Throughput struct {
 	Seconds   float64 `json:"seconds"`
 	PerSecond float64 `json:"per_second"`
 	// AllocsPerCommand and BytesPerCommand are the whole process's, the
-	// embedded broker's included.
+	// embedded broker's included when it runs inside the process.
 	AllocsPerCommand float64 `json:"allocs_per_command"`
 	BytesPerCommand  float64 `json:"bytes_per_command"`
 	// CPUPerCommand is the process's CPU time (user and system, every
-	// goroutine, the embedded broker's included) per command, in
-	// microseconds; 0 where the platform does not tell. Unlike the rate, it
+	// goroutine, the embedded broker's included when it runs inside the
+	// process) per command, in microseconds; 0 where the platform does not
+	// tell. Unlike the rate, it
 	// hardly depends on what else the machine runs.
 	CPUPerCommand float64 `json:"cpu_us_per_command"`
 	Transactions  int64   `json:"transactions"`
@@ -283,12 +314,13 @@ type Restore struct {
 
 // run is one benchmark run's shared parts.
 type run struct {
-	cfg    Config
-	seeds  []string
-	opts   []kgo.Opt // seed brokers and cfg.KafkaOptions
-	admin  *kadm.Client
-	base   *kgo.Client
-	prefix string
+	cfg        Config
+	stopBroker func() // stops the broker the run started; nil on a cluster
+	seeds      []string
+	opts       []kgo.Opt // seed brokers and cfg.KafkaOptions
+	admin      *kadm.Client
+	base       *kgo.Client
+	prefix     string
 }
 
 // Run measures what cfg asks for and returns the figures. It creates topics
@@ -299,31 +331,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench config: %w", err)
 	}
 	res := &Result{Broker: strings.Join(cfg.Brokers, ","), GoMaxProcs: runtime.GOMAXPROCS(0), Commands: cfg.Commands, Orders: cfg.Orders,
-		Partitions: cfg.Partitions, CommitEvery: cfg.CommitEvery, CommitInterval: float64(cfg.CommitInterval) / float64(time.Millisecond)}
-	brokers := cfg.Brokers
-	if len(brokers) == 0 {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-		if err != nil {
-			return nil, fmt.Errorf("starting the embedded Kafka broker: %w", err)
+		Partitions: cfg.Partitions, Rounds: cfg.Rounds, CommitEvery: cfg.CommitEvery, CommitInterval: float64(cfg.CommitInterval) / float64(time.Millisecond)}
+	if len(cfg.Brokers) == 0 {
+		res.Broker = "embedded kfake, in this process"
+		if cfg.StartBroker != nil {
+			res.Broker = cmp.Or(cfg.BrokerName, "a broker started for each round")
 		}
-		defer c.Close()
-		brokers = c.ListenAddrs()
-		res.Broker = "embedded kfake"
 	}
-	r := &run{cfg: cfg, seeds: brokers, prefix: fmt.Sprintf("chronicle-bench-%d", time.Now().UnixNano())}
-	r.opts = append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, cfg.KafkaOptions...)
-	base, err := kgo.NewClient(r.opts...)
-	if err != nil {
-		return nil, fmt.Errorf("creating kafka client: %w", err)
+	r := &run{cfg: cfg, prefix: fmt.Sprintf("chronicle-bench-%d", time.Now().UnixNano())}
+	if err := r.connect(ctx); err != nil {
+		return nil, err
 	}
-	defer base.Close()
-	r.base, r.admin = base, kadm.NewClient(base)
-	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = base.Ping(pingCtx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("connecting to Kafka %v: %w (check the broker addresses and the TLS and SASL settings)", brokers, err)
-	}
+	defer r.close()
 	defer r.deleteTopics()
 
 	if cfg.has(PhaseChronicle) || cfg.has(PhaseBare) {
@@ -343,6 +362,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // deleteTopics removes every topic of the run, best effort.
 func (r *run) deleteTopics() {
+	if r.admin == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	listed, err := r.admin.ListTopics(ctx)
@@ -358,6 +380,62 @@ func (r *run) deleteTopics() {
 	if len(names) > 0 {
 		_, _ = r.admin.DeleteTopics(ctx, names...)
 	}
+}
+
+// connect starts the embedded broker when no brokers are configured, and
+// connects the run's client to the broker.
+func (r *run) connect(ctx context.Context) error {
+	r.seeds = r.cfg.Brokers
+	switch {
+	case len(r.seeds) > 0:
+	case r.cfg.StartBroker != nil:
+		seeds, stop, err := r.cfg.StartBroker(ctx)
+		if err != nil {
+			return fmt.Errorf("starting the broker: %w", err)
+		}
+		r.seeds, r.stopBroker = seeds, stop
+	default:
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+		if err != nil {
+			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
+		}
+		r.seeds, r.stopBroker = c.ListenAddrs(), c.Close
+	}
+	r.opts = append([]kgo.Opt{kgo.SeedBrokers(r.seeds...)}, r.cfg.KafkaOptions...)
+	base, err := kgo.NewClient(r.opts...)
+	if err != nil {
+		r.close()
+		return fmt.Errorf("creating kafka client: %w", err)
+	}
+	r.base, r.admin = base, kadm.NewClient(base)
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = base.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		r.close()
+		return fmt.Errorf("connecting to Kafka %v: %w (check the broker addresses and the TLS and SASL settings)", r.seeds, err)
+	}
+	return nil
+}
+
+// close closes the run's client and stops the broker the run started.
+func (r *run) close() {
+	if r.base != nil {
+		r.base.Close()
+		r.base, r.admin = nil, nil
+	}
+	if r.stopBroker != nil {
+		r.stopBroker()
+		r.stopBroker = nil
+	}
+}
+
+// deleteTopicsOf deletes the topics of prefix.
+func (r *run) deleteTopicsOf(prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := topics.For(prefix)
+	_, _ = r.admin.DeleteTopics(ctx, n.Commands, n.Events, n.State, n.Results, n.DLQ, n.Meta)
 }
 
 // ensure creates the topics of prefix with n partitions.

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +39,16 @@ func TestRunMeasuresEveryPhase(t *testing.T) {
 	}
 	if res.Ratio <= 0 || res.Chronicle.AllocsPerCommand <= 0 {
 		t.Errorf("ratio %v, allocs %v", res.Ratio, res.Chronicle.AllocsPerCommand)
+	}
+	// Three rounds by default; the ratio reported is their median, and
+	// the rates are that round's.
+	if len(res.RoundRatios) != 3 {
+		t.Errorf("round ratios %v, want 3", res.RoundRatios)
+	} else {
+		sorted := slices.Sorted(slices.Values(res.RoundRatios))
+		if res.Ratio != sorted[1] || res.Ratio != res.Chronicle.PerSecond/res.Bare.PerSecond {
+			t.Errorf("ratio %v of rounds %v (chronicle %v/s, bare %v/s): want the median round's", res.Ratio, res.RoundRatios, res.Chronicle.PerSecond, res.Bare.PerSecond)
+		}
 	}
 	if len(res.Latency) != 2 {
 		t.Fatalf("latency: %+v", res.Latency)
@@ -145,5 +158,34 @@ func BenchmarkRestore(b *testing.B) {
 			b.ReportMetric(full/fromCP, "checkpoint-speedup-x")
 			b.ReportMetric(deferred*1000/float64(b.N), "deferred-load-ms")
 		})
+	}
+}
+
+// TestEachRoundGetsABrokerOfItsOwn runs two rounds with a StartBroker that
+// starts kfake clusters: each round must get a fresh one, every one must be
+// stopped by the end, and each round's ratio is reported.
+func TestEachRoundGetsABrokerOfItsOwn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := tiny()
+	cfg.Phases, cfg.Rounds, cfg.BrokerName = []string{PhaseBare, PhaseChronicle}, 2, "test clusters"
+	var started, stopped atomic.Int32
+	cfg.StartBroker = func(context.Context) ([]string, func(), error) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+		if err != nil {
+			return nil, nil, err
+		}
+		started.Add(1)
+		return c.ListenAddrs(), func() { c.Close(); stopped.Add(1) }, nil
+	}
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started.Load() != 2 || stopped.Load() != 2 {
+		t.Errorf("%d brokers started and %d stopped, want 2 and 2", started.Load(), stopped.Load())
+	}
+	if len(res.RoundRatios) != 2 || res.Broker != "test clusters" || res.Rounds != 2 {
+		t.Errorf("rounds %d, ratios %v, broker %q", res.Rounds, res.RoundRatios, res.Broker)
 	}
 }

@@ -30,6 +30,16 @@ func Report(w io.Writer, res *Result) {
 	}
 	if res.Ratio > 0 {
 		fmt.Fprintf(w, "  ratio      %.3f of the bare transactional loop writing the same records\n", res.Ratio)
+		if len(res.RoundRatios) > 1 {
+			fmt.Fprintf(w, "             the median of %d rounds (", len(res.RoundRatios))
+			for i, r := range res.RoundRatios {
+				if i > 0 {
+					fmt.Fprint(w, " ")
+				}
+				fmt.Fprintf(w, "%.3f", r)
+			}
+			fmt.Fprintln(w, "); the rates above are that round's")
+		}
 		fmt.Fprintf(w, "  chronicle allocates %.1f more objects (%.0f B) per command than the bare loop\n", res.AllocsOverBare, res.BytesOverBare)
 	}
 	if len(res.Latency) > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -189,12 +190,110 @@ func (rn *running) wait(ctx context.Context, what string, cond func() bool) erro
 	return nil
 }
 
-// throughput runs the backlog, chronicle, latency and bare phases.
+// throughput runs Config.Rounds rounds of the backlog, bare and chronicle
+// phases, each on topics of its own (and a broker of its own unless the
+// brokers are given), and then the latency phase on the last
+// round's processor. The ratio is the median of the rounds' ratios, and the
+// rates reported are those of the round that gave it.
 func (r *run) throughput(ctx context.Context, res *Result) error {
 	cfg := r.cfg
-	names, err := r.ensure(ctx, r.prefix, cfg.Partitions)
+	var samples []sample
+	if cfg.has(PhaseBare) {
+		// Distinct records for twice a transaction's commands at least, so
+		// no transaction writes one record twice; made before the
+		// allocations and CPU time are counted.
+		var err error
+		if samples, err = sampleRecords(max(4096, 2*cfg.CommitEvery)); err != nil {
+			return fmt.Errorf("encoding the sample records: %w", err)
+		}
+	}
+	type outcome struct{ chronicle, bare *Throughput }
+	var (
+		rounds []outcome
+		rn     *running
+		names  topics.Names
+	)
+	for i := range cfg.Rounds {
+		prefix, last := r.prefix, i == cfg.Rounds-1
+		if !last {
+			prefix = fmt.Sprintf("%s-r%d", r.prefix, i)
+		}
+		var o outcome
+		var err error
+		o.chronicle, o.bare, rn, names, err = r.round(ctx, prefix, samples, last && cfg.has(PhaseLatency))
+		if err != nil {
+			return err
+		}
+		rounds = append(rounds, o)
+		if last {
+			break
+		}
+		// The next round starts from an empty broker: one the run started
+		// is started anew (an embedded kfake keeps in the heap what a
+		// round wrote even after its topics are deleted); on a cluster,
+		// the round's topics are deleted.
+		if r.stopBroker != nil {
+			r.close()
+			if err := r.connect(ctx); err != nil {
+				return err
+			}
+		} else {
+			r.deleteTopicsOf(prefix)
+		}
+	}
+	// The round of the median ratio (of the lower one of the two middle
+	// ones for an even count); by rate when only one loop ran.
+	rank := func(o outcome) float64 {
+		switch {
+		case o.chronicle != nil && o.bare != nil:
+			return o.chronicle.PerSecond / o.bare.PerSecond
+		case o.chronicle != nil:
+			return o.chronicle.PerSecond
+		default:
+			return o.bare.PerSecond
+		}
+	}
+	byRank := make([]int, len(rounds))
+	for i := range byRank {
+		byRank[i] = i
+	}
+	sort.SliceStable(byRank, func(a, b int) bool { return rank(rounds[byRank[a]]) < rank(rounds[byRank[b]]) })
+	median := rounds[byRank[(len(byRank)-1)/2]]
+	res.Chronicle, res.Bare = median.chronicle, median.bare
+	if res.Chronicle != nil && res.Bare != nil {
+		res.Ratio = res.Chronicle.PerSecond / res.Bare.PerSecond
+		res.AllocsOverBare = res.Chronicle.AllocsPerCommand - res.Bare.AllocsPerCommand
+		res.BytesOverBare = res.Chronicle.BytesPerCommand - res.Bare.BytesPerCommand
+		for _, o := range rounds {
+			res.RoundRatios = append(res.RoundRatios, rank(o))
+		}
+	}
+	if rn == nil {
+		return nil
+	}
+	for _, share := range cfg.LatencyShares {
+		lat, err := r.latency(ctx, names, rn, share, res.Chronicle.PerSecond)
+		if err != nil {
+			_ = rn.stop()
+			return fmt.Errorf("latency at %v of the peak: %w", share, err)
+		}
+		res.Latency = append(res.Latency, lat)
+	}
+	if err := rn.stop(); err != nil {
+		return fmt.Errorf("stopping the processor: %w", err)
+	}
+	return nil
+}
+
+// round produces a backlog to the topics of prefix and works it off with
+// the bare loop and then with Chronicle's processor, as far as the phases
+// ask. With keep, it returns the processor still running (for the latency
+// phase); otherwise it stops it.
+func (r *run) round(ctx context.Context, prefix string, samples []sample, keep bool) (chronicle, bare *Throughput, _ *running, _ topics.Names, _ error) {
+	cfg := r.cfg
+	names, err := r.ensure(ctx, prefix, cfg.Partitions)
 	if err != nil {
-		return err
+		return nil, nil, nil, names, err
 	}
 	def := order.Definition()
 	err = r.produceAll(ctx, "backlog", func(yield func(*kgo.Record) bool) error {
@@ -211,68 +310,49 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 		return nil
 	}, int64(cfg.Commands))
 	if err != nil {
-		return err
+		return nil, nil, nil, names, err
 	}
 	// The bare loop first: the embedded broker keeps what every phase
 	// writes in this process's heap, so a later phase pays more for garbage
 	// collection; the baseline does not get that advantage.
 	if cfg.has(PhaseBare) {
-		// Distinct records for twice a transaction's commands at least, so
-		// no transaction writes one record twice; made before the
-		// allocations and CPU time are counted.
-		samples, err := sampleRecords(max(4096, 2*cfg.CommitEvery))
-		if err != nil {
-			return fmt.Errorf("encoding the sample records: %w", err)
-		}
 		runtime.GC()
 		before := memNow()
 		elapsed, txns, err := r.bare(ctx, names, samples)
 		if err != nil {
-			return fmt.Errorf("bare loop: %w", err)
+			return nil, nil, nil, names, fmt.Errorf("bare loop: %w", err)
 		}
-		res.Bare = throughputOf(cfg.Commands, elapsed, memNow().since(before), txns)
+		bare = throughputOf(cfg.Commands, elapsed, memNow().since(before), txns)
 	}
-	if cfg.has(PhaseChronicle) {
-		runtime.GC()
-		before := memNow()
-		// After the bare loop, whose group committed offsets on the
-		// commands topic, the processor's group takes the topics over.
-		takeOver := func(c *processor.Config) { c.TakeOver = cfg.has(PhaseBare) }
-		rn, err := r.startProcessor(ctx, r.prefix, cfg.Partitions, takeOver)
-		if err != nil {
-			return err
-		}
-		stopProgress := ticker(func() {
-			cfg.Progress(Progress{Phase: PhaseChronicle, Done: rn.obs.committed.Load(), Total: int64(cfg.Commands)})
-		})
-		err = rn.wait(ctx, "the backlog to be worked off", func() bool { return rn.obs.committed.Load() >= int64(cfg.Commands) })
-		stopProgress()
-		if err != nil {
-			_ = rn.stop()
-			return err
-		}
-		mem := memNow().since(before)
-		res.Chronicle = throughputOf(cfg.Commands, rn.obs.elapsed(), mem, rn.obs.txns.Load())
-		if cfg.has(PhaseLatency) {
-			for _, share := range cfg.LatencyShares {
-				lat, err := r.latency(ctx, names, rn, share, res.Chronicle.PerSecond)
-				if err != nil {
-					_ = rn.stop()
-					return fmt.Errorf("latency at %v of the peak: %w", share, err)
-				}
-				res.Latency = append(res.Latency, lat)
-			}
-		}
-		if err := rn.stop(); err != nil {
-			return fmt.Errorf("stopping the processor: %w", err)
-		}
+	if !cfg.has(PhaseChronicle) {
+		return nil, bare, nil, names, nil
 	}
-	if res.Chronicle != nil && res.Bare != nil {
-		res.Ratio = res.Chronicle.PerSecond / res.Bare.PerSecond
-		res.AllocsOverBare = res.Chronicle.AllocsPerCommand - res.Bare.AllocsPerCommand
-		res.BytesOverBare = res.Chronicle.BytesPerCommand - res.Bare.BytesPerCommand
+	runtime.GC()
+	before := memNow()
+	// After the bare loop, whose group committed offsets on the commands
+	// topic, the processor's group takes the topics over.
+	takeOver := func(c *processor.Config) { c.TakeOver = cfg.has(PhaseBare) }
+	rn, err := r.startProcessor(ctx, prefix, cfg.Partitions, takeOver)
+	if err != nil {
+		return nil, nil, nil, names, err
 	}
-	return nil
+	stopProgress := ticker(func() {
+		cfg.Progress(Progress{Phase: PhaseChronicle, Done: rn.obs.committed.Load(), Total: int64(cfg.Commands)})
+	})
+	err = rn.wait(ctx, "the backlog to be worked off", func() bool { return rn.obs.committed.Load() >= int64(cfg.Commands) })
+	stopProgress()
+	if err != nil {
+		_ = rn.stop()
+		return nil, nil, nil, names, err
+	}
+	chronicle = throughputOf(cfg.Commands, rn.obs.elapsed(), memNow().since(before), rn.obs.txns.Load())
+	if keep {
+		return chronicle, bare, rn, names, nil
+	}
+	if err := rn.stop(); err != nil {
+		return nil, nil, nil, names, fmt.Errorf("stopping the processor: %w", err)
+	}
+	return chronicle, bare, nil, names, nil
 }
 
 func throughputOf(n int, elapsed time.Duration, mem memDelta, txns int64) *Throughput {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -52,4 +54,61 @@ func TestBenchMeasuresEveryPhaseOnTinySizes(t *testing.T) {
 	if code := app.Run(ctx, []string{"bench", "--phases", "latency,warp"}); code != 1 || !strings.Contains(errb.String(), `unknown phase "warp"`) {
 		t.Errorf("bad phases: exit %d, %s", code, errb.String())
 	}
+}
+
+// TestBenchRunsEachRoundsBrokerAsAProcess runs the program as a user does:
+// without --brokers, each round's broker must be a process of its own (the
+// program's dev --broker-only), and the bench must end with them stopped.
+func TestBenchRunsEachRoundsBrokerAsAProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), "bench", "--commands", "400", "--orders", "40", "--partitions", "2", "--commit-every", "100",
+		"--commit-interval", "20ms", "--phases", "bare,chronicle", "--rounds", "2", "--json")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	var res bench.Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("output is not the JSON result (%v):\n%s", err, out.String())
+	}
+	if !strings.Contains(res.Broker, "process of its own") || len(res.RoundRatios) != 2 || res.Ratio <= 0 {
+		t.Errorf("broker %q, round ratios %v, ratio %v", res.Broker, res.RoundRatios, res.Ratio)
+	}
+	// A killed process may take a moment to go.
+	left := brokerProcesses(t)
+	for deadline := time.Now().Add(10 * time.Second); len(left) > 0 && time.Now().Before(deadline); left = brokerProcesses(t) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("broker processes still running after the bench: %v", left)
+	}
+}
+
+// brokerProcesses lists the running processes started as
+// `... dev --broker-only --in-memory --kafka-addr 127.0.0.1:0` (what bench
+// starts), where /proc tells.
+func brokerProcesses(t *testing.T) []string {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Logf("no /proc to list processes (%v): not checked", err)
+		return nil
+	}
+	var found []string
+	for _, d := range dirs {
+		b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if strings.Join(args[1:], " ") == "dev --broker-only --in-memory --kafka-addr 127.0.0.1:0" {
+			if st, err := os.ReadFile("/proc/" + d.Name() + "/stat"); err == nil && strings.Contains(string(st), ") Z ") {
+				continue // a zombie: exited, not yet reaped by its parent
+			}
+			found = append(found, d.Name())
+		}
+	}
+	return found
 }

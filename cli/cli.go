@@ -41,14 +41,15 @@ import (
 // usage error. SIGINT and SIGTERM stop a running subcommand gracefully.
 func Main(kinds ...aggregates.Kind) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := (&App{Kinds: kinds}).Run(ctx, os.Args[1:])
+	exe, _ := os.Executable() // unknown: bench runs its broker inside the process
+	code := (&App{Kinds: kinds, Executable: exe}).Run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
 }
 
 // App is a command line serving a set of aggregate types. The zero value
 // of every field but Kinds is a sensible default; Main is App{Kinds:
-// kinds}.Run(ctx, os.Args[1:]).
+// kinds, Executable: os.Executable()}.Run(ctx, os.Args[1:]).
 //
 // run and dev log with log/slog to Stderr, and route the Redis client's own
 // log lines (go-redis: a failed dial, say) there too. go-redis keeps one
@@ -69,6 +70,10 @@ type App struct {
 	// Stdin, Stdout and Stderr default to the process's.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Executable is the path of this program, for commands that start it
+	// again: bench runs its broker as `<Executable> dev --broker-only`.
+	// Main sets it; empty, bench runs its broker inside the process.
+	Executable string
 }
 
 // Run runs one command line, args without the program name (e.g. ["send",
@@ -76,7 +81,7 @@ type App struct {
 // success, 1 when the command failed, 2 for a usage error. A long-running
 // subcommand (dev, run, tail --follow) stops when ctx ends.
 func (a *App) Run(ctx context.Context, args []string) int {
-	s := &session{in: a.Stdin, out: a.Stdout, err: a.Stderr, name: a.Name, version: a.Version}
+	s := &session{in: a.Stdin, out: a.Stdout, err: a.Stderr, name: a.Name, version: a.Version, exe: a.Executable}
 	if s.in == nil {
 		s.in = os.Stdin
 	}
@@ -105,6 +110,7 @@ type session struct {
 	out, err io.Writer
 	name     string
 	version  string
+	exe      string // App.Executable
 	kinds    catalog
 }
 
