@@ -15,6 +15,10 @@ import (
 // more than they save.
 const minFanOut = 64
 
+// fanOutChunk is how many records of a fanned-out batch the workers decide
+// before that part of the batch is written out (while they go on).
+const fanOutChunk = 128
+
 // decided is one command a fan-out worker decided, for emit.
 type decided struct {
 	ok         bool // the pre-pass found its aggregate; the worker decided it
@@ -28,9 +32,10 @@ type decided struct {
 	began, end time.Time
 }
 
-// fanOut decides the commands of recs on workers goroutines and then
-// writes what they decided in offset order, so that what it produces is
-// what handling them one by one would produce.
+// fanOut decides the commands of recs on workers goroutines and writes
+// what they decided in offset order, chunk by chunk as the workers get
+// through it, so that what it produces is what handling them one by one
+// would produce.
 //
 // A poll mostly hands over the records of one partition (a fetch holds up
 // to a megabyte of each partition, and a poll takes records from the
@@ -69,23 +74,34 @@ func (pt *partition) fanOut(ctx context.Context, p *Processor, sess *kgo.GroupTr
 	for len(pt.workerOut) < workers {
 		pt.workerOut = append(pt.workerOut, arena{})
 	}
-	var wg sync.WaitGroup
+	// The workers go through the batch chunk by chunk, and each chunk is
+	// written out as soon as all of them are past it, while they decide
+	// the next ones.
+	chunks := (len(recs) + fanOutChunk - 1) / fanOutChunk
+	done := make([]sync.WaitGroup, chunks)
+	for c := range done {
+		done[c].Add(workers)
+	}
 	for w := range workers {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			pt.decideShare(p, recs, decs, w, &pt.workerOut[w])
+			for c := range chunks {
+				lo, hi := c*fanOutChunk, min(len(recs), (c+1)*fanOutChunk)
+				pt.decideShare(p, recs[lo:hi], decs[lo:hi], w, &pt.workerOut[w])
+				done[c].Done()
+			}
 		}()
 	}
-	wg.Wait()
-	for i, r := range recs {
-		dc := &decs[i]
-		if !dc.ok {
-			pt.handle(ctx, p, sess, r, time.Now())
-			continue
+	for c := range chunks {
+		done[c].Wait()
+		for i := c * fanOutChunk; i < min(len(recs), (c+1)*fanOutChunk); i++ {
+			r, dc := recs[i], &decs[i]
+			if !dc.ok {
+				pt.handle(ctx, p, sess, r, time.Now())
+				continue
+			}
+			p.stats.commands.Add(1)
+			pt.emit(ctx, p, sess, r, &dc.cmd, dc.agg.ID(), &dc.d, &dc.res, &dc.enc, dc.stamp, nil, "", dc.began, dc.end)
 		}
-		p.stats.commands.Add(1)
-		pt.emit(ctx, p, sess, r, &dc.cmd, dc.agg.ID(), &dc.d, &dc.res, &dc.enc, dc.stamp, nil, "", dc.began, dc.end)
 	}
 	return true
 }
