@@ -141,6 +141,43 @@ func TestCheckpointAfterACheckpointRestoreLoadsItsDeferredTail(t *testing.T) {
 	checkValues(t, e.snapEnv, map[string]int64{"c-0": 12, "c-1": 12, "c-2": 12, "c-3": 12, "c-4": 1, "c-5": 1})
 }
 
+// TestCheckpointsBetweenTransactionsLoadTheDeferredTailInSteps lets the
+// main loop load at most two deferred aggregates per checkpoint: the five
+// of the restore's tail come in over three calls, and the checkpoint is
+// written only once all are loaded, so no call holds the loop for the
+// whole tail.
+func TestCheckpointsBetweenTransactionsLoadTheDeferredTailInSteps(t *testing.T) {
+	e := newTailEnv(t)
+	cfg := e.config(t, "tail-s")
+	cfg.CheckpointInterval = 100 * time.Millisecond // due at once
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.materializeStep = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	seen := map[int64]bool{}
+	deadline := time.Now().Add(60 * time.Second)
+	for p.Stats().Checkpoints == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint after 60s: %+v", p.Stats())
+		}
+		seen[p.Stats().DeferredLoaded] = true
+		time.Sleep(2 * time.Millisecond)
+	}
+	st := p.Stats()
+	if st.Deferred != 5 || st.DeferredLoaded != 5 {
+		t.Fatalf("at the first checkpoint: %+v, want the 5 deferred aggregates loaded", st)
+	}
+	if !seen[2] || !seen[4] {
+		t.Errorf("deferred aggregates loaded before the checkpoint, as seen: %v; want 2 and then 4 on the way to 5", seen)
+	}
+}
+
 func TestStoreLostAfterACheckpointRestoreIsDetected(t *testing.T) {
 	for _, tc := range []struct {
 		name string

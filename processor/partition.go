@@ -167,6 +167,9 @@ func (p *Processor) newPartition(b *binding, id int32) *partition {
 func (p *Processor) newState(b *binding, id int32) *aggState {
 	st := newAggState(b.kind, id, p.cfg.Snapshots, p.writer, p.cfg.CacheSize, p.log, &p.stats, b.eventsTopicID)
 	st.obs = p.cfg.Observer
+	if p.materializeStep > 0 {
+		st.materializeStep = p.materializeStep
+	}
 	return st
 }
 

@@ -72,6 +72,10 @@ type Processor struct {
 	// topicCheckEvery.
 	lastTopicCheck  time.Time
 	topicCheckEvery time.Duration
+	// materializeStep is how many deferred aggregates a checkpoint between
+	// transactions loads (see aggState.checkpointStep); 0 is
+	// materializeBatch. Tests lower it.
+	materializeStep int
 	sess            atomic.Pointer[kgo.GroupTransactSession]
 	adm             *kadm.Client
 	baseClient      *kgo.Client
@@ -566,7 +570,7 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 			if !part.isClosed() {
 				part.st.evict()
 				if part.st.checkpointDue(p.cfg.CheckpointEvents, p.cfg.CheckpointInterval) {
-					part.st.checkpoint()
+					part.st.checkpointStep()
 				}
 			}
 		}
@@ -618,7 +622,7 @@ func (p *Processor) settleStoresLocked() {
 		}
 		part.st.evict()
 		if part.st.checkpointDue(p.cfg.CheckpointEvents, p.cfg.CheckpointInterval) {
-			part.st.checkpoint()
+			part.st.checkpointStep()
 		}
 	}
 }

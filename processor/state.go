@@ -57,8 +57,9 @@ import (
 //     replay, which stops at such an event (6). An aggregate is never both
 //     in memory and pending, so get hands out nothing without its deferred
 //     events (1). Until it is loaded, an aggregate's committed state is its
-//     stored snapshot plus its pending events, so a checkpoint first loads
-//     every pending aggregate (5).
+//     stored snapshot plus its pending events, so a checkpoint is written
+//     only once no aggregate is pending (5); between transactions the main
+//     loop loads them a batch per call (checkpointStep) until then.
 //
 // # Threads
 //
@@ -88,8 +89,11 @@ type aggState struct {
 	// pending is the deferred tail of a restore from a checkpoint: for each
 	// aggregate not in memory, its events after the checkpoint, in offset
 	// order, applied by load when the aggregate is first used (invariant 7).
-	pending  map[string][]decodedEvent
-	produced []producedEvent // events produced in the open transaction
+	pending map[string][]decodedEvent
+	// materializeStep is the most deferred aggregates one checkpointStep
+	// loads: materializeBatch, lower in tests.
+	materializeStep int
+	produced        []producedEvent // events produced in the open transaction
 
 	nextOffset int64 // events offset after the last committed event
 	// expectNext is where our next event record must land in the events
@@ -129,7 +133,7 @@ func newAggState(kind aggregates.Kind, part int32, store SnapshotStore, w *write
 	s := &aggState{kind: kind, part: part, store: store, writer: w, cacheSize: cacheSize, log: log, stats: stats,
 		stamp: kind.StateStamp(), cpStamp: kind.StateStamp() + " topic " + topicID, retries: []time.Duration{100 * time.Millisecond, 400 * time.Millisecond},
 		epoch: ulid.Make().String(), cache: newCache(), unsaved: map[string]struct{}{},
-		open: map[string]openState{}, pending: map[string][]decodedEvent{}, lastCP: time.Now(), obs: nopObserver{}}
+		open: map[string]openState{}, pending: map[string][]decodedEvent{}, materializeStep: materializeBatch, lastCP: time.Now(), obs: nopObserver{}}
 	s.complete.Store(true)
 	return s
 }
@@ -409,15 +413,27 @@ func (s *aggState) evict() {
 // checkpoint hands the writer the snapshot of every aggregate newer than
 // its stored snapshot and a checkpoint at the end of the committed events
 // (invariant 5). Call it only when no transaction is open on the partition.
-func (s *aggState) checkpoint() { s.checkpointWithin(context.Background()) }
+func (s *aggState) checkpoint() { s.checkpointUpTo(context.Background(), 0) }
+
+// checkpointStep is checkpoint for the main loop between transactions:
+// while a restore's deferred tail is still to be loaded, each call loads
+// at most materializeStep more of its aggregates (one store read) and
+// leaves the checkpoint to a later call, which the checkpoint policy, still
+// due, makes at the next transaction's end. No call holds the main loop,
+// and every partition's commands, for the whole tail.
+func (s *aggState) checkpointStep() { s.checkpointUpTo(context.Background(), s.materializeStep) }
 
 // checkpointWithin is checkpoint whose loads of deferred aggregates (see
 // materialize) end with ctx: a shutdown bounds them by its timeout.
-func (s *aggState) checkpointWithin(ctx context.Context) {
+func (s *aggState) checkpointWithin(ctx context.Context) { s.checkpointUpTo(ctx, 0) }
+
+// checkpointUpTo checkpoints once at most limit deferred aggregates (0: all
+// of them) were enough to load the restore's whole deferred tail.
+func (s *aggState) checkpointUpTo(ctx context.Context, limit int) {
 	if s.store == nil || len(s.open) > 0 || s.closed.Load() || s.lostErr() != nil {
 		return
 	}
-	if !s.materialize(ctx) {
+	if !s.materialize(ctx, limit) {
 		return
 	}
 	s.applyAcks()
@@ -455,20 +471,25 @@ const (
 	materializeTimeout = 10 * time.Second
 )
 
-// materialize brings every aggregate with deferred events into memory, so
-// that a checkpoint can promise their snapshots (invariants 5 and 7), and
-// reports whether the checkpoint may go on. A lost lease is recorded (lose);
-// an untrusted snapshot too (distrust), so the partition is restored with a
-// full replay; any other store error only skips this checkpoint: it is
-// tried again at the next due time.
-func (s *aggState) materialize(ctx context.Context) bool {
+// materialize brings aggregates with deferred events into memory, at most
+// limit of them (0: all), so that a checkpoint can promise their snapshots
+// (invariants 5 and 7), and reports whether the checkpoint may go on: no
+// deferred aggregate is left. A lost lease is recorded (lose); an untrusted
+// snapshot too (distrust), so the partition is restored with a full
+// replay; any other store error only skips this checkpoint: it is tried
+// again at the next due time.
+func (s *aggState) materialize(ctx context.Context, limit int) bool {
 	if len(s.pending) == 0 {
 		return true
 	}
 	ids := make([]string, 0, len(s.pending))
 	for id := range s.pending {
 		ids = append(ids, id)
+		if len(ids) == limit {
+			break
+		}
 	}
+	rest := len(s.pending) - len(ids) // left for later calls
 	ctx, cancel := context.WithTimeout(ctx, materializeTimeout)
 	defer cancel()
 	for len(ids) > 0 {
@@ -491,7 +512,7 @@ func (s *aggState) materialize(ctx context.Context) bool {
 		}
 		return false
 	}
-	return true
+	return rest == 0
 }
 
 // checkpointDue reports whether the checkpoint policy asks for one now.

@@ -135,6 +135,8 @@ type stateModel struct {
 
 	restores, stale int
 	materialized    int  // checkpoints that loaded the deferred tail of a restore
+	stepped         int  // checkpointSteps that loaded part of it and left the rest
+	step            int  // the state's materializeStep
 	interrupt       bool // the next restore's first attempt fails midway
 	forceFull       bool // the next restore replays everything, as the processor's after errUntrusted
 }
@@ -177,6 +179,9 @@ func newStateModel(t *rapid.T, store *faultyStore) *stateModel {
 	m.topicID = "topic-1"
 	m.writer = newWriter(m.store, slog.New(slog.DiscardHandler), m.stats)
 	m.writer.batch = 2 // saves of a checkpoint come in several batches
+	// The deferred tail is loaded one (most often), two or up to 512
+	// aggregates per checkpointStep.
+	m.step = rapid.SampledFrom([]int{1, 1, 2, materializeBatch}).Draw(t, "materialize-step")
 	m.restore()
 	return m
 }
@@ -210,6 +215,7 @@ func (m *stateModel) restore() {
 	}
 	m.st = newAggState(m.kind, 0, m.store, m.writer, 3, slog.New(slog.DiscardHandler), m.stats, m.topicID)
 	m.st.retries = nil // the model's faults last until an action ends them
+	m.st.materializeStep = m.step
 	full := m.forceFull
 	m.forceFull = false
 	if m.interrupt {
@@ -251,11 +257,21 @@ func (m *stateModel) get(id string) (*entry, bool) {
 
 // checkpoint checkpoints the state, which loads the aggregates a restore
 // from a checkpoint deferred; then every aggregate in memory is checked.
-func (m *stateModel) checkpoint(*rapid.T) {
+func (m *stateModel) checkpoint(*rapid.T) { m.checkpointWith(m.st.checkpoint) }
+
+// checkpointStep is the main loop's checkpoint between transactions: it
+// loads at most m.step deferred aggregates, and checkpoints only once none
+// is left.
+func (m *stateModel) checkpointStep(*rapid.T) { m.checkpointWith(m.st.checkpointStep) }
+
+func (m *stateModel) checkpointWith(checkpoint func()) {
 	deferred := len(m.st.pending)
-	m.st.checkpoint()
+	checkpoint()
 	if deferred > 0 && len(m.st.pending) == 0 {
 		m.materialized++
+	}
+	if left := len(m.st.pending); left > 0 && left < deferred {
+		m.stepped++
 	}
 	for id := range m.st.cache.entries {
 		m.get(id)
@@ -271,8 +287,10 @@ func (m *stateModel) landLate(*rapid.T) {
 }
 
 // command decides one command on id and commits or aborts it.
-func (m *stateModel) command(t *rapid.T) {
-	id := rapid.SampledFrom(m.ids).Draw(t, "id")
+func (m *stateModel) command(t *rapid.T) { m.commandOn(t, rapid.SampledFrom(m.ids).Draw(t, "id")) }
+
+// commandOn is command on aggregate id.
+func (m *stateModel) commandOn(t *rapid.T, id string) {
 	e, ok := m.get(id)
 	if !ok {
 		return
@@ -325,22 +343,24 @@ func (m *stateModel) command(t *rapid.T) {
 func TestStateMatchesTheLogUnderStoreFaults(t *testing.T) {
 	// Five rounds of the default 100 checks: some forks need a few hundred
 	// runs to show.
-	var deferred, loaded, materialized int64
+	var deferred, loaded, materialized, stepped int64
 	for range 5 {
 		rapid.Check(t, func(t *rapid.T) {
 			m := runStateModel(t, memoryFaults(), 50, 300)
 			deferred += m.stats.deferred.Load()
 			loaded += m.stats.deferredLoaded.Load()
 			materialized += int64(m.materialized)
+			stepped += int64(m.stepped)
 		})
 	}
 	// The model must reach the deferred tail: restores from a checkpoint
 	// with events after it, then lookups and checkpoints of those
-	// aggregates.
-	if deferred == 0 || loaded == 0 || materialized == 0 {
-		t.Errorf("the runs deferred %d aggregates, loaded %d of them, and %d checkpoints materialized a deferred tail; the model must exercise all three", deferred, loaded, materialized)
+	// aggregates, some of them loading it a part at a time.
+	if deferred == 0 || loaded == 0 || materialized == 0 || stepped == 0 {
+		t.Errorf("the runs deferred %d aggregates, loaded %d of them, %d checkpoints materialized a deferred tail and %d steps loaded part of one; the model must exercise all four",
+			deferred, loaded, materialized, stepped)
 	}
-	t.Logf("deferred %d aggregates, loaded %d, %d checkpoints materialized a deferred tail", deferred, loaded, materialized)
+	t.Logf("deferred %d aggregates, loaded %d, %d checkpoints materialized a deferred tail, %d steps part of one", deferred, loaded, materialized, stepped)
 }
 
 // TestStateMatchesTheLogUnderRedisFaults runs the model on a real
@@ -388,6 +408,9 @@ func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) *stat
 		"command3":   m.command,
 		"check":      func(t *rapid.T) { m.get(rapid.SampledFrom(m.ids).Draw(t, "id")) },
 		"checkpoint": m.checkpoint,
+		"step":       m.checkpointStep,
+		"step2":      m.checkpointStep,
+		"step3":      m.checkpointStep,
 		"evict":      func(*rapid.T) { m.st.evict() },
 		"write":      func(*rapid.T) { m.writer.step(context.Background()) },
 		"write2":     func(*rapid.T) { m.writer.step(context.Background()) },
@@ -468,8 +491,34 @@ func runStateModel(t *rapid.T, store *faultyStore, minSteps, maxSteps int) *stat
 	}
 	m.restore()
 	if rapid.Bool().Draw(t, "checkpoint-after-restore") {
-		// The checkpoint loads the restore's deferred aggregates; the next
-		// restore starts from it.
+		// The checkpoint loads the restore's deferred aggregates, at once or
+		// a step at a time as the main loop does; the next restore starts
+		// from it.
+		if rapid.Bool().Draw(t, "in-steps") {
+			// Commands on several aggregates after a checkpoint, so that
+			// the restore defers several of them.
+			m.checkpoint(t)
+			for i := 0; i < 50 && m.writer.pending() > 0; i++ {
+				m.writer.step(context.Background())
+			}
+			for _, id := range m.ids[:4] {
+				m.commandOn(t, id)
+			}
+			m.restore()
+			for i := 0; i < 20 && len(m.st.pending) > 0; i++ {
+				m.checkpointStep(t)
+				// What a step stored must restore every aggregate right.
+				for j := 0; j < 50 && m.writer.pending() > 0; j++ {
+					m.writer.step(context.Background())
+				}
+				if rapid.IntRange(0, 3).Draw(t, "restore-between-steps") == 0 {
+					m.restore()
+					for _, id := range m.ids {
+						m.get(id)
+					}
+				}
+			}
+		}
 		m.checkpoint(t)
 		for i := 0; i < 50 && m.writer.pending() > 0; i++ {
 			m.writer.step(context.Background())
