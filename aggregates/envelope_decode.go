@@ -721,22 +721,35 @@ func (r *reader) metadata(corr, actor, tp, stamp *[]byte, hasStamp *bool) bool {
 }
 
 // parseULID is ulid.ParseStrict of text without converting it to a
-// string: the characters are checked here, then decoded; anything wrong
-// takes ParseStrict itself, for its exact error.
+// string: 26 Crockford digits are decoded here (decodeULID accepts
+// exactly what ParseStrict does); anything else takes ParseStrict itself,
+// for its exact error.
 func parseULID(text []byte) (ulid.ULID, error) {
-	var id ulid.ULID
-	if len(text) != ulid.EncodedSize {
-		return ulid.ParseStrict(string(text))
-	}
-	for _, c := range text {
-		if !crockford(c) {
-			return ulid.ParseStrict(string(text))
+	if len(text) == ulid.EncodedSize {
+		if hi, lo, ok := decodeULID((*[ulid.EncodedSize]byte)(text)); ok {
+			return ulidOf(hi, lo), nil
 		}
 	}
-	if err := id.UnmarshalText(text); err != nil {
-		return ulid.ParseStrict(string(text))
+	return ulid.ParseStrict(string(text))
+}
+
+// parseULIDString is parseULID of a string.
+func parseULIDString(s string) (ulid.ULID, error) {
+	if len(s) == ulid.EncodedSize {
+		var v [ulid.EncodedSize]byte
+		copy(v[:], s)
+		if hi, lo, ok := decodeULID(&v); ok {
+			return ulidOf(hi, lo), nil
+		}
 	}
-	return id, nil
+	return ulid.ParseStrict(s)
+}
+
+// ulidOf is the ULID of big-endian halves hi and lo.
+func ulidOf(hi, lo uint64) (id ulid.ULID) {
+	binary.BigEndian.PutUint64(id[:8], hi)
+	binary.BigEndian.PutUint64(id[8:], lo)
+	return id
 }
 
 // crockford reports whether c is a digit of ULID's base32 alphabet, in

@@ -257,7 +257,7 @@ func (r *Root[S]) Apply(e *Event) error {
 		return err
 	}
 	r.version = e.Version
-	if id, perr := ulid.ParseStrict(e.CausationID); perr == nil {
+	if id, perr := parseULIDString(e.CausationID); perr == nil {
 		r.recent.add(id)
 	}
 	return err

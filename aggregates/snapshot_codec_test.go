@@ -7,6 +7,8 @@ import (
 	"github.com/oklog/ulid/v2"
 )
 
+// TestDecodeULIDIsUnmarshalText also holds parseULID and parseULIDString
+// to ulid.ParseStrict.
 func TestDecodeULIDIsUnmarshalText(t *testing.T) {
 	for _, s := range []string{"01M85NJVJ8ADV53Z55R5C1W1KX", "7ZZZZZZZZZZZZZZZZZZZZZZZZZ", "00000000000000000000000000",
 		"01m85njvj8adv53z55r5c1w1kx", "0123456789abcdefghjkmnpqrs", "0TVWXYZABCDEFGHJKMNPQRS999"} {
@@ -23,6 +25,12 @@ func TestDecodeULIDIsUnmarshalText(t *testing.T) {
 				strict, err := ulid.ParseStrict(string(text))
 				if ok != (err == nil) {
 					t.Fatalf("decodeULID(%q) = %v, ulid.ParseStrict: %v", text, ok, err)
+				}
+				// The envelope's parsers are ParseStrict, error included.
+				p1, err1 := parseULID(text)
+				p2, err2 := parseULIDString(string(text))
+				if err1 != err || err2 != err || p1 != strict || p2 != strict {
+					t.Fatalf("parseULID(%q) = %x, %v and parseULIDString = %x, %v; ulid.ParseStrict: %x, %v", text, p1[:], err1, p2[:], err2, strict[:], err)
 				}
 				if !ok {
 					continue
