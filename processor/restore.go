@@ -226,11 +226,10 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 	// The subject of most events is an aggregate in memory: its id string
 	// serves, instead of a new one per event. cached says whether the last
 	// event's was.
-	var cached bool
+	var cached *entry
 	subject := func(b []byte) string {
-		ent := s.cache.entries[string(b)]
-		if cached = ent != nil; cached {
-			return ent.agg.ID()
+		if cached = s.cache.entries[string(b)]; cached != nil {
+			return cached.agg.ID()
 		}
 		if evs := s.pending[string(b)]; len(evs) > 0 {
 			return evs[0].e.Subject
@@ -243,20 +242,22 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 		for _, r := range recs {
 			// The event's causation id shares r.value, which batch keeps
 			// until the event is applied.
-			cached = false
+			cached = nil
 			e, err := s.kind.DecodeEventForReplay(r.value, subject)
 			if err != nil {
 				return s.stop(src, r, err)
 			}
-			if lazy && !cached && s.cache.entries[e.Subject] == nil {
+			if lazy && cached == nil && s.cache.entries[e.Subject] == nil {
 				// Deferred: the event keeps r.value (its causation id) until
 				// it is applied.
 				s.pending[e.Subject] = append(s.pending[e.Subject], decodedEvent{e: e, offset: r.offset, raw: r.value})
 				replayed++
 				continue
 			}
-			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value})
-			if cached || s.cache.entries[e.Subject] != nil { // the decoding may not have looked it up
+			// The entry found while decoding stays in the cache until the
+			// batch is applied: only evict, after it, removes entries.
+			batch = append(batch, decodedEvent{e: e, offset: r.offset, raw: r.value, ent: cached})
+			if cached != nil || s.cache.entries[e.Subject] != nil { // the decoding may not have looked it up
 				continue // loaded already: most events once the aggregates are in memory
 			}
 			if _, ok := seen[e.Subject]; !ok {
@@ -289,13 +290,19 @@ type decodedEvent struct {
 	e      aggregates.Event
 	offset int64
 	raw    []byte
+	ent    *entry // the cache entry of e.Subject if decoding found one, for replayOne
 }
 
 // replayOne applies one stored event to its (loaded) aggregate. It reports
 // whether the event was applied; an event the aggregate already contains is
 // skipped.
 func (s *aggState) replayOne(src eventSource, d *decodedEvent) (bool, error) {
-	ent := s.cache.get(d.e.Subject)
+	ent := d.ent
+	if ent != nil {
+		s.cache.order.MoveToFront(ent.elem)
+	} else {
+		ent = s.cache.get(d.e.Subject)
+	}
 	a := ent.agg
 	if d.e.Version <= a.Version() {
 		return false, nil // in the snapshot already
