@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chronicle-es/chronicle/aggregates"
 )
@@ -21,15 +22,17 @@ const fanOutChunk = 128
 
 // decided is one command a fan-out worker decided, for emit.
 type decided struct {
-	ok         bool // the pre-pass found its aggregate; the worker decided it
-	worker     int  // the worker that decides it: set by the pre-pass, -1 for none
-	agg        aggregates.Aggregate
-	cmd        aggregates.Command
-	d          aggregates.Decision
-	res        aggregates.Result
-	enc        encodedResult
-	stamp      time.Time
-	began, end time.Time
+	ok          bool // the pre-pass found its aggregate; the worker decided it
+	worker      int  // the worker that decides it: set by the pre-pass, -1 for none
+	span        trace.Span
+	traceParent string
+	agg         aggregates.Aggregate
+	cmd         aggregates.Command
+	d           aggregates.Decision
+	res         aggregates.Result
+	enc         encodedResult
+	stamp       time.Time
+	began, end  time.Time
 }
 
 // fanOut decides the commands of recs on workers goroutines and writes
@@ -86,7 +89,7 @@ func (pt *partition) fanOut(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		go func() {
 			for c := range chunks {
 				lo, hi := c*fanOutChunk, min(len(recs), (c+1)*fanOutChunk)
-				pt.decideShare(p, recs[lo:hi], decs[lo:hi], w, &pt.workerOut[w])
+				pt.decideShare(ctx, p, recs[lo:hi], decs[lo:hi], w, &pt.workerOut[w])
 				done[c].Done()
 			}
 		}()
@@ -100,7 +103,10 @@ func (pt *partition) fanOut(ctx context.Context, p *Processor, sess *kgo.GroupTr
 				continue
 			}
 			p.stats.commands.Add(1)
-			pt.emit(ctx, p, sess, r, &dc.cmd, dc.agg.ID(), &dc.d, &dc.res, &dc.enc, dc.stamp, nil, "", dc.began, dc.end)
+			pt.emit(ctx, p, sess, r, &dc.cmd, dc.agg.ID(), &dc.d, &dc.res, &dc.enc, dc.stamp, dc.span, dc.traceParent, dc.began, dc.end)
+			if dc.span != nil {
+				dc.span.End()
+			}
 		}
 	}
 	return true
@@ -110,7 +116,7 @@ func (pt *partition) fanOut(ctx context.Context, p *Processor, sess *kgo.GroupTr
 // out for the encoded events, states and results. A command that does not
 // decode, or whose key is not its aggregate id, is left to handle (ok
 // false).
-func (pt *partition) decideShare(p *Processor, recs []*kgo.Record, decs []decided, w int, out *arena) {
+func (pt *partition) decideShare(ctx context.Context, p *Processor, recs []*kgo.Record, decs []decided, w int, out *arena) {
 	kind := pt.b.kind.Name()
 	now := time.Now()
 	for i, r := range recs {
@@ -123,6 +129,9 @@ func (pt *partition) decideShare(p *Processor, recs []*kgo.Record, decs []decide
 			dc.ok = false
 			continue
 		}
+		// The span (with a Tracer) starts here and ends once the command's
+		// records are written; its context goes into the events.
+		dc.span, dc.traceParent = p.traceCommand(ctx, r, &dc.cmd, kind)
 		dc.began, dc.stamp = now, now
 		if !p.cfg.realClock {
 			dc.stamp = p.cfg.Now()

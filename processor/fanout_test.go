@@ -2,9 +2,14 @@ package processor
 
 import (
 	"fmt"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +102,84 @@ func TestFanOutDecidesLikeOneByOne(t *testing.T) {
 		if got.Version() != w.Version() || !reflect.DeepEqual(got.State(), w.State()) {
 			t.Errorf("%s: events give version %d state %+v, commands imply version %d state %+v", id, got.Version(), got.State(), w.Version(), w.State())
 		}
+	}
+}
+
+// TestFanOutTracesEachCommand works off a backlog in one partition with a
+// Tracer, commands carrying traceparent headers: batches must still be
+// split among workers, and every command gets its span in the incoming
+// trace, whose context its events and its result carry.
+func TestFanOutTracesEachCommand(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("fanOut needs GOMAXPROCS >= 2")
+	}
+	const orders, perOrder = 40, 10
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	c := startCluster(t)
+	def := order.Definition()
+	names := topics.For("fantr")
+	createTopics(t, c, "fantr", 1)
+	var recs []*kgo.Record
+	for j := range perOrder {
+		for i := range orders {
+			id := fmt.Sprintf("o-%d", i)
+			var payload any = order.CreateOrder{UserID: "u"}
+			if j > 0 {
+				payload = order.AddLine{ProductID: int64(j), Quantity: 1, UnitPrice: 10}
+			}
+			rec := command(t, def, names.Commands, id, payload, nil)
+			rec.Headers = []kgo.RecordHeader{{Key: HeaderTraceParent, Value: []byte(fmt.Sprintf("00-%s-%016x-01", traceID, j*orders+i+1))}}
+			recs = append(recs, rec)
+		}
+	}
+	produceAll(t, newProducer(t, c, kgo.RecordPartitioner(topics.Partitioner())), recs)
+
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { tp.Shutdown(t.Context()) })
+	cfg := testConfig(t, c, "fantr-1", Binding{Kind: def, Prefix: "fantr"})
+	cfg.Partitions, cfg.CommitEvery, cfg.Tracer = 1, 1000, tp.Tracer("test")
+	rn := startProcessor(t, cfg)
+	waitResults(t, c, names.Results, len(recs), 60*time.Second)
+	if rn.p.stats.fannedOut.Load() == 0 {
+		t.Fatal("no batch was decided by several workers")
+	}
+
+	spans := map[string]string{} // command id -> traceparent of its span
+	for _, sp := range exp.GetSpans() {
+		if sp.SpanContext.TraceID().String() != traceID || !sp.Parent.IsValid() {
+			t.Fatalf("span %q not in the incoming trace: %+v", sp.Name, sp)
+		}
+		for _, a := range sp.Attributes {
+			if a.Key == "chronicle.command_id" {
+				spans[a.Value.AsString()] = "00-" + traceID + "-" + sp.SpanContext.SpanID().String() + "-01"
+			}
+		}
+	}
+	if len(spans) != len(recs) {
+		t.Fatalf("%d command spans, want %d", len(spans), len(recs))
+	}
+	for _, r := range readAll(t, c, names.Results) {
+		var got string
+		for _, h := range r.Headers {
+			if h.Key == HeaderTraceParent {
+				got = string(h.Value)
+			}
+		}
+		if want := spans[string(r.Key)]; got != want {
+			t.Errorf("result of %s: traceparent %q, want its span's %q", r.Key, got, want)
+		}
+	}
+	n := 0
+	for _, evs := range eventsByAggregate(t, c, def, names.Events, 1) {
+		for _, e := range evs {
+			n++
+			if !strings.HasPrefix(e.TraceParent, "00-"+traceID+"-") || !slices.Contains(slices.Collect(maps.Values(spans)), e.TraceParent) {
+				t.Errorf("event %s@%d: traceparent %q is no command span's", e.Subject, e.Version, e.TraceParent)
+			}
+		}
+	}
+	if n != len(recs) {
+		t.Errorf("%d events, want %d", n, len(recs))
 	}
 }

@@ -39,7 +39,7 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
 		return
 	}
-	if workers < 2 || len(recs) < minFanOut || p.cfg.Tracer != nil || !pt.fanOut(ctx, p, sess, recs, workers) {
+	if workers < 2 || len(recs) < minFanOut || !pt.fanOut(ctx, p, sess, recs, workers) {
 		// One clock reading per command: the end of one command's
 		// handling is the start of the next one's.
 		now := time.Now()
