@@ -226,8 +226,8 @@ func TestStaleSnapshotFoundAtFirstUseMeansAFullReplay(t *testing.T) {
 				waitStat(t, "full replays", func() int64 { return d.p.Stats().FullReplays }, 1)
 			}
 			e.d.want(command(t, e.kind, e.names.Commands, "c-0", addCounter{N: 4}, nil), aggregates.StatusAccepted, 3)
-			if st := d.p.Stats(); st.FullReplays != 1 || st.CheckpointRestores != 1 {
-				t.Fatalf("after a stale snapshot found at first use: %+v, want one full replay after the checkpoint restore", st)
+			if st := d.p.Stats(); st.FullReplays != 1 || st.CheckpointRestores != 1 || st.Fallbacks != 1 {
+				t.Fatalf("after a stale snapshot found at first use: %+v, want one full replay after the checkpoint restore, counted as a fallback", st)
 			}
 			e.d.want(command(t, e.kind, e.names.Commands, "c-1", addCounter{N: 1}, nil), aggregates.StatusAccepted, 1)
 			checkValues(t, e.snapEnv, map[string]int64{"c-0": 7, "c-1": 1})

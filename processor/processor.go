@@ -861,7 +861,7 @@ type Stats struct {
 
 	FullReplays        int64 // restores that replayed the whole events partition
 	CheckpointRestores int64 // restores that started from a checkpoint
-	Fallbacks          int64 // checkpoint restores abandoned for a full replay (a stale snapshot found when a deferred aggregate is first used counts as a FullReplay only)
+	Fallbacks          int64 // restores whose snapshots turned out stale, corrupt or of another schema, during the restore or at an aggregate's first use after it, so a full replay followed
 	Deferred           int64 // aggregates whose events after the checkpoint a restore deferred to their first use
 	DeferredLoaded     int64 // deferred aggregates loaded since, their deferred events applied
 	SnapshotLoads      int64 // aggregates looked up in the snapshot store
