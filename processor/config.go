@@ -29,7 +29,10 @@ type Config struct {
 	// Brokers are the Kafka seed brokers, host:port.
 	Brokers []string
 	// KafkaOptions are extra franz-go options (TLS, SASL, dialer...) added
-	// to every client the processor creates.
+	// to every client the processor creates. They come after the
+	// processor's own, so they override them: its producer does not linger
+	// (kgo.ProducerLinger(0); see docs/architecture.md), which
+	// kgo.ProducerLinger here changes.
 	KafkaOptions []kgo.Opt
 	// SessionOptions are extra franz-go options for the consumer-group
 	// session's client only, of which there is one at a time: for hooks

@@ -133,7 +133,11 @@ func New(cfg Config) (*Processor, error) {
 }
 
 func (p *Processor) kafkaOpts(extra ...kgo.Opt) []kgo.Opt {
-	opts := []kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...), kgo.WithLogger(kgoLogger{p.log})}
+	// No lingering: a transaction's records go out while the rest of its
+	// batch is decided, rather than all at once when End flushes them.
+	// With one produce request in flight per broker (idempotence), they
+	// still batch while one is on its way.
+	opts := []kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...), kgo.WithLogger(kgoLogger{p.log}), kgo.ProducerLinger(0)}
 	opts = append(opts, p.cfg.KafkaOptions...)
 	return append(opts, extra...)
 }

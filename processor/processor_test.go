@@ -47,3 +47,29 @@ func TestCountersEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestTheProducerDoesNotLingerUnlessTold checks the session client's
+// linger: none by default (End flushes anyway; see docs/architecture.md),
+// and what Config.KafkaOptions says when it says so.
+func TestTheProducerDoesNotLingerUnlessTold(t *testing.T) {
+	c := startCluster(t)
+	createTopics(t, c, "linger", 1)
+	for _, tc := range []struct {
+		opts []kgo.Opt
+		want time.Duration
+	}{{nil, 0}, {[]kgo.Opt{kgo.ProducerLinger(5 * time.Millisecond)}, 5 * time.Millisecond}} {
+		cfg := testConfig(t, c, "linger-1", Binding{Kind: counterKind(), Prefix: "linger"})
+		cfg.Partitions, cfg.KafkaOptions = 1, tc.opts
+		rn := startProcessor(t, cfg)
+		waitStat(t, "the session", func() int64 {
+			if rn.p.sess.Load() == nil {
+				return 0
+			}
+			return 1
+		}, 1)
+		if got := rn.p.sess.Load().Client().OptValue(kgo.ProducerLinger); got != tc.want {
+			t.Errorf("KafkaOptions %v: the session's producer lingers %v, want %v", tc.opts, got, tc.want)
+		}
+		rn.stop(t)
+	}
+}
