@@ -53,6 +53,7 @@ var chronicleMetrics = map[string]metricSpec{
 		map[string][]string{"reason": {"restoring", "stopped"}}},
 	"chronicle_foreign_writes_total": {counter, []string{"aggregate_type"}, nil},
 	"chronicle_ready":                {gauge, nil, nil},
+	"chronicle_fanout_batches_total": {counter, nil, nil},
 	"chronicle_build_info":           {gauge, []string{"version", "revision", "goversion"}, nil},
 }
 

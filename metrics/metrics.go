@@ -45,7 +45,7 @@ type Metrics struct {
 
 	proc atomic.Pointer[processor.Processor]
 
-	checkpointAge, sinceCheckpoint, cached, lag, assigned, paused, ready *prometheus.Desc
+	checkpointAge, sinceCheckpoint, cached, lag, assigned, paused, ready, fannedOut *prometheus.Desc
 }
 
 var _ processor.Observer = (*Metrics)(nil)
@@ -112,6 +112,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			"Partitions this instance holds whose fetching is paused, by reason (restoring, stopped).", []string{"aggregate_type", "reason"}, nil),
 		ready: prometheus.NewDesc("chronicle_ready",
 			"1 when the instance is ready (as /readyz), else 0.", nil, nil),
+		fannedOut: prometheus.NewDesc("chronicle_fanout_batches_total",
+			"Batches of one partition's commands that several workers decided (a backlog in fewer partitions than cores).", nil, nil),
 	}
 	version, revision, goVersion := buildInfo()
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronicle_build_info",
@@ -230,7 +232,7 @@ func (m *Metrics) ForeignWrite(aggType string) { m.foreign.WithLabelValues(aggTy
 
 // Describe implements prometheus.Collector for the gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.checkpointAge, m.sinceCheckpoint, m.cached, m.lag, m.assigned, m.paused, m.ready} {
+	for _, d := range []*prometheus.Desc{m.checkpointAge, m.sinceCheckpoint, m.cached, m.lag, m.assigned, m.paused, m.ready, m.fannedOut} {
 		ch <- d
 	}
 }
@@ -244,6 +246,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ready, _ := p.Readiness()
 	ch <- prometheus.MustNewConstMetric(m.ready, prometheus.GaugeValue, boolFloat(ready))
+	ch <- prometheus.MustNewConstMetric(m.fannedOut, prometheus.CounterValue, float64(p.Stats().FannedOut))
 	st := p.Status()
 	assigned := map[string]int{}
 	paused := map[[2]string]int{}

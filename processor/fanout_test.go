@@ -77,7 +77,7 @@ func TestFanOutDecidesLikeOneByOne(t *testing.T) {
 	rn := startProcessor(t, cfg)
 
 	results := waitResults(t, c, names.Results, len(want), 120*time.Second)
-	if rn.p.stats.fannedOut.Load() == 0 {
+	if rn.p.Stats().FannedOut == 0 {
 		t.Error("no batch was decided by several workers")
 	}
 	for id, w := range want {

@@ -874,6 +874,7 @@ type Stats struct {
 	Evictions          int64 // aggregates evicted from the cache
 	Stopped            int64 // partitions stopped because the running code cannot restore them
 	ForeignWrites      int64 // commits whose events did not land where ours must: someone else writes the events partition
+	FannedOut          int64 // batches of one partition's commands decided by several workers (see Config.Concurrency)
 }
 
 type counters struct {
@@ -882,7 +883,7 @@ type counters struct {
 	fullReplays, checkpointRestores, fallbacks, snapshotLoads            atomic.Int64
 	snapshotsSaved, checkpoints, evictions, stopped                      atomic.Int64
 	foreignWrites, deferred, deferredLoaded                              atomic.Int64
-	fannedOut                                                            atomic.Int64 // batches decided by several workers (see fanOut), for tests
+	fannedOut                                                            atomic.Int64 // batches decided by several workers (see fanOut)
 	batches                                                              atomic.Int64 // polls whose records were handled, for tests
 }
 
@@ -898,6 +899,7 @@ func (p *Processor) Stats() Stats {
 		Deferred: s.deferred.Load(), DeferredLoaded: s.deferredLoaded.Load(),
 		SnapshotLoads: s.snapshotLoads.Load(), SnapshotsSaved: s.snapshotsSaved.Load(), Checkpoints: s.checkpoints.Load(),
 		Evictions: s.evictions.Load(), Stopped: s.stopped.Load(), ForeignWrites: s.foreignWrites.Load(),
+		FannedOut: s.fannedOut.Load(),
 	}
 }
 
