@@ -23,6 +23,7 @@
 package processor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -546,6 +547,18 @@ func (p *Processor) endTxn(ctx context.Context, sess *kgo.GroupTransactSession, 
 			}
 		}
 		p.batchMu.Unlock()
+		// Every record's fate is known before the commit is decided: a
+		// record the client gives up on without failing the producer (a
+		// state larger than a batch, a record the broker refuses) only
+		// fails its own batch, and End would commit the rest without it.
+		// Flush calls every promise before it returns.
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
+		ferr := sess.Client().Flush(fctx)
+		fcancel()
+		if perr := p.txnErr.Load(); perr != nil || ferr != nil {
+			p.log.Warn("aborting transaction after a produce error", "err", cmp.Or(ptrErr(perr), ferr))
+			try = kgo.TryAbort
+		}
 	}
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 	committed, err := sess.End(endCtx, try)
@@ -707,6 +720,14 @@ func (p *Processor) processBatch(ctx context.Context, sess *kgo.GroupTransactSes
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// ptrErr is *p, or nil for a nil p.
+func ptrErr(p *error) error {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
 
 // produce sends one record in the open transaction; a failure aborts the
 // transaction when it ends.
