@@ -34,7 +34,7 @@ func (pt *partition) process(ctx context.Context, p *Processor, sess *kgo.GroupT
 	if err := pt.st.lookup(ctx, pt.ownedIDs(p, recs)); err != nil {
 		p.log.Warn("cannot load aggregates from the snapshot store; aborting the transaction and restoring the partition", "partition", pt.id, "err", err)
 		if errors.Is(err, errUntrusted) {
-			pt.forceFull = true
+			pt.fallBack(p)
 		}
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading aggregates of partition %d: %w", pt.id, err)))
 		return
@@ -105,7 +105,7 @@ func (pt *partition) handle(ctx context.Context, p *Processor, sess *kgo.GroupTr
 		// alone if the store cannot be trusted.
 		p.log.Warn("cannot load aggregate; aborting the transaction", "aggregate", cmd.AggregateID, "err", err)
 		if errors.Is(err, errUntrusted) {
-			pt.forceFull = true
+			pt.fallBack(p)
 		}
 		p.txnErr.CompareAndSwap(nil, ptr(fmt.Errorf("loading %q: %w", cmd.AggregateID, err)))
 		return time.Now()

@@ -239,6 +239,19 @@ func TestStaleSnapshotFoundAtFirstUseMeansAFullReplay(t *testing.T) {
 // c-0's version 2 after it, and c-0's snapshot in the store set back to
 // version 0 behind the lease's back: version 1 is in neither the snapshot
 // nor the tail.
+// TestStaleSnapshotFoundByAShutdownIsNoFallback stops a processor whose
+// checkpoint restore deferred an aggregate with a stale snapshot: its
+// shutdown checkpoint finds the snapshot stale and skips, but no full
+// replay follows on this instance, so it is no fallback.
+func TestStaleSnapshotFoundByAShutdownIsNoFallback(t *testing.T) {
+	e := staleTail(t)
+	d := e.restored(t, e.quiet(t, "stale-s"), 1)
+	d.stop(t)
+	if st := d.p.Stats(); st.Fallbacks != 0 || st.FullReplays != 0 {
+		t.Errorf("after a shutdown that found a stale snapshot: %+v, want no fallback and no full replay", st)
+	}
+}
+
 func staleTail(t *testing.T) *tailEnv {
 	t.Helper()
 	e := &tailEnv{snapEnv: newSnapEnv(t, 1), tail: map[string]*kgo.Record{}}

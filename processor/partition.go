@@ -175,6 +175,16 @@ func (p *Processor) newState(b *binding, id int32) *aggState {
 
 func (pt *partition) isRestored() bool { return pt.restored.Load() }
 
+// fallBack makes the partition's next restore a full replay, because a
+// snapshot found after its restore cannot be trusted, and counts that
+// fallback once.
+func (pt *partition) fallBack(p *Processor) {
+	if !pt.forceFull {
+		p.stats.fallbacks.Add(1)
+	}
+	pt.forceFull = true
+}
+
 // setPhase records what the partition's restore is doing now.
 func (pt *partition) setPhase(format string, args ...any) {
 	s := fmt.Sprintf(format, args...)

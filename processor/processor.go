@@ -136,8 +136,9 @@ func New(cfg Config) (*Processor, error) {
 func (p *Processor) kafkaOpts(extra ...kgo.Opt) []kgo.Opt {
 	// No lingering: a transaction's records go out while the rest of its
 	// batch is decided, rather than all at once when End flushes them.
-	// With one produce request in flight per broker (idempotence), they
-	// still batch while one is on its way.
+	// With at most five produce requests in flight per broker (franz-go's
+	// limit with idempotence), they still batch while those are on their
+	// way.
 	opts := []kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...), kgo.WithLogger(kgoLogger{p.log}), kgo.ProducerLinger(0)}
 	opts = append(opts, p.cfg.KafkaOptions...)
 	return append(opts, extra...)
@@ -634,7 +635,10 @@ func (p *Processor) settleStoresLocked() {
 			continue
 		}
 		if err := part.st.lostErr(); err != nil {
-			p.reset(part, errors.Is(err, errUntrusted)) // see distrust
+			if errors.Is(err, errUntrusted) { // see distrust
+				part.fallBack(p)
+			}
+			p.reset(part, part.forceFull)
 			continue
 		}
 		part.st.evict()
@@ -886,7 +890,7 @@ type Stats struct {
 
 	FullReplays        int64 // restores that replayed the whole events partition
 	CheckpointRestores int64 // restores that started from a checkpoint
-	Fallbacks          int64 // restores whose snapshots turned out stale, corrupt or of another schema, during the restore or at an aggregate's first use after it, so a full replay followed
+	Fallbacks          int64 // restores whose snapshots turned out stale, corrupt or of another schema, during the restore or at an aggregate's later use, so that the partition is restored again with a full replay
 	Deferred           int64 // aggregates whose events after the checkpoint a restore deferred to their first use
 	DeferredLoaded     int64 // deferred aggregates loaded since, their deferred events applied
 	SnapshotLoads      int64 // aggregates looked up in the snapshot store

@@ -81,8 +81,6 @@ type restoreReport struct {
 // (here, or later at that first use); an event that cannot be decoded or
 // applied stops the partition (*StoppedError).
 func (s *aggState) restore(ctx context.Context, src eventSource, end int64, full bool) (restoreReport, error) {
-	s.restoring, s.fellBack = true, false
-	defer func() { s.restoring = false }()
 	s.clearForRestore()
 	var start int64
 	if s.store != nil {

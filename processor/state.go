@@ -90,9 +90,6 @@ type aggState struct {
 	// aggregate not in memory, its events after the checkpoint, in offset
 	// order, applied by load when the aggregate is first used (invariant 7).
 	pending map[string][]decodedEvent
-	// restoring is set while restore runs; fellBack once a load after it
-	// found an untrusted snapshot (counted in stats.fallbacks once).
-	restoring, fellBack bool
 	// materializeStep is the most deferred aggregates one checkpointStep
 	// loads: materializeBatch, lower in tests.
 	materializeStep int
@@ -189,19 +186,6 @@ func (s *aggState) missing(ids []string) []string {
 // load brings ids, none of them in memory, into the cache: new when the
 // partition is complete, else from the store under the lease (invariant 4).
 func (s *aggState) load(ctx context.Context, ids []string) error {
-	err := s.loadIDs(ctx, ids)
-	if errors.Is(err, errUntrusted) && !s.restoring && !s.fellBack {
-		// Found at first use, after the restore: the partition falls back
-		// to a full replay as a restore that finds it does (which counts
-		// its own).
-		s.fellBack = true
-		s.stats.fallbacks.Add(1)
-	}
-	return err
-}
-
-// loadIDs is load.
-func (s *aggState) loadIDs(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
