@@ -304,17 +304,32 @@ func TestEvictionKeepsStatesRight(t *testing.T) {
 	produceAll(t, e.prod, more)
 	all := append(recs, more...)
 	checkExactlyOnce(t, e.c, e.kind, e.names, expect(aggs, all, sum), 180*time.Second)
+	// An aggregate leaves the cache once its snapshot is saved, so the
+	// last transactions' aggregates leave only after their saves are
+	// acknowledged: the bound holds once the idle processor has settled
+	// (settleStores evicts on every idle poll), not at the last result.
+	over := func() []string {
+		r.p.mu.Lock()
+		defer r.p.mu.Unlock()
+		var over []string
+		for tp, part := range r.p.parts {
+			if n := part.st.gauges.cached.Load(); n > int64(cfg.CacheSize) {
+				over = append(over, fmt.Sprintf("partition %v caches %d aggregates, bound %d", tp, n, cfg.CacheSize))
+			}
+		}
+		return over
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(over()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, o := range over() {
+		t.Error(o)
+	}
 	st := r.p.Stats()
-	if st.Evictions < aggs-1000 || st.SnapshotLoads == 0 {
+	if st.Evictions < aggs-2*int64(cfg.CacheSize) || st.SnapshotLoads == 0 {
 		t.Errorf("the cache did not work as a bounded cache: %+v", st)
 	}
-	r.p.mu.Lock()
-	for tp, part := range r.p.parts {
-		if n := part.st.cache.len(); n > cfg.CacheSize+cfg.CommitEvery {
-			t.Errorf("partition %v caches %d aggregates, bound %d", tp, n, cfg.CacheSize)
-		}
-	}
-	r.p.mu.Unlock()
 }
 
 func TestRedisFlushedDuringARunIsDetectedAndRepaired(t *testing.T) {
