@@ -19,7 +19,7 @@ type batchLog struct{ recs []rawEvent }
 
 func (l *batchLog) name() string  { return "bench-events/0" }
 func (l *batchLog) topic() string { return "bench-events" }
-func (l *batchLog) read(_ context.Context, from, end int64, fn func([]rawEvent) error) error {
+func (l *batchLog) read(_ context.Context, from, end int64, _ bool, fn func([]rawEvent) error) error {
 	for off := from; off < end; off += 1000 {
 		if err := fn(l.recs[off:min(off+1000, end)]); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,18 +30,26 @@ func (l *memLog) topic() string { return "model-events" }
 // read hands out the records in batches of up to three (so eviction
 // happens mid-restore), leaving out commit markers (nil values), as a
 // read_committed Kafka consumer does.
-func (l *memLog) read(_ context.Context, from, end int64, fn func([]rawEvent) error) error {
+func (l *memLog) read(_ context.Context, from, end int64, keep bool, fn func([]rawEvent) error) error {
 	for off := from; off < end; off += 3 {
 		var batch []rawEvent
 		for _, r := range l.recs[off:min(off+3, end)] {
 			if r.value != nil {
-				batch = append(batch, r)
+				batch = append(batch, rawEvent{offset: r.offset, value: bytes.Clone(r.value)})
 			}
 		}
 		if len(batch) == 0 {
 			continue
 		}
-		if err := fn(batch); err != nil {
+		err := fn(batch)
+		if !keep {
+			// A value is valid only until fn returns: the restore client
+			// recycles its fetch buffers, zeroed.
+			for _, r := range batch {
+				clear(r.value)
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -154,9 +163,9 @@ func (f *failingLog) topic() string { return f.log.topic() }
 
 var errReadFailed = errors.New("injected read failure")
 
-func (f *failingLog) read(ctx context.Context, from, end int64, fn func([]rawEvent) error) error {
+func (f *failingLog) read(ctx context.Context, from, end int64, keep bool, fn func([]rawEvent) error) error {
 	n := 0
-	err := f.log.read(ctx, from, end, func(recs []rawEvent) error {
+	err := f.log.read(ctx, from, end, keep, func(recs []rawEvent) error {
 		if n++; n > 1 {
 			return errReadFailed
 		}
@@ -251,6 +260,15 @@ func (m *stateModel) get(id string) (*entry, bool) {
 	if e.agg.Version() != want.Version() || e.agg.StateAny().(counterState) != want.State() {
 		m.t.Fatalf("state handed out %q at version %d %+v; the committed log says version %d %+v",
 			id, e.agg.Version(), e.agg.StateAny(), want.Version(), want.State())
+	}
+	// The ids of the commands it recently applied too: they tell a
+	// command sent again from a new one.
+	got, err := e.agg.MarshalSnapshot()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if exp, _ := want.MarshalSnapshot(); !bytes.Equal(got, exp) {
+		m.t.Fatalf("state handed out %q as %s; the committed log says %s", id, got, exp)
 	}
 	return e, true
 }
