@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -346,11 +347,18 @@ func runConformance(t *testing.T, b backend) {
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
 		var reads, midReads atomic.Int64
+		// The writer starts once both readers have read, and yields after
+		// every Save: on one CPU a Save that never blocks (Memory's) would
+		// otherwise run all its rounds before a reader is scheduled.
+		var ready sync.WaitGroup
 		for range 2 {
 			wg.Add(1)
+			ready.Add(1)
 			go func() {
 				defer wg.Done()
-				for !done.Load() {
+				readOnce := sync.OnceFunc(ready.Done)
+				defer readOnce() // also when a read fails
+				for first := true; first || !done.Load(); first = false {
 					cp, ok, err := s.Checkpoint(ctx, "order", 0)
 					if err != nil {
 						errs <- err
@@ -362,6 +370,7 @@ func runConformance(t *testing.T, b backend) {
 						return
 					}
 					reads.Add(1)
+					readOnce()
 					if len(m) != 0 && len(m) != width {
 						errs <- fmt.Errorf("saw %d of the %d snapshots one Save wrote", len(m), width)
 						return
@@ -386,7 +395,9 @@ func runConformance(t *testing.T, b backend) {
 				}
 			}()
 		}
+		ready.Wait()
 		for k := int64(1); k <= rounds; k++ {
+			runtime.Gosched()
 			batch := make([]Snapshot, width)
 			for i, id := range ids {
 				batch[i] = Snapshot{AggregateID: id, Version: k, Offset: k, Stamp: "v1", Data: bytes.Repeat([]byte{byte(k)}, 256)}
