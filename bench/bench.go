@@ -29,11 +29,14 @@
 //   - backlog, bare and chronicle run Rounds times, each round on an empty
 //     broker (one started anew; on a cluster, topics of its own, deleted
 //     once the round is over); the ratio is the median round's.
-//   - latency: at each share of Chronicle's measured rate, commands are sent
-//     at that rate (paced every millisecond, by a producer lingering 1ms as
-//     producers batch) for LatencyDuration while the same processor runs;
-//     each one's latency is the time from its Produce call (linger
-//     included) to its result being read (read_committed).
+//   - latency: in each round, at each share of the rate Chronicle reached in
+//     it, commands are sent at that rate (paced every millisecond, by a
+//     producer lingering 1ms as producers batch) for LatencyDuration while
+//     the same processor runs; each one's latency is the time from its
+//     Produce call (linger included) to its result being read
+//     (read_committed). A share's figures are those of the round of the
+//     median p99, with every round's p99: one window of a few seconds on a
+//     shared machine can hold a single stall that sets its p99.
 //   - restore: ReplayEvents order events (100 per order) are written to a
 //     one-partition events topic; a processor with an in-memory snapshot
 //     store restores the first ReplayEvents-CheckpointBack of them and
@@ -78,7 +81,8 @@ type Config struct {
 	// broker for the run.
 	Brokers []string
 	// StartBroker, when set and Brokers is empty, starts the broker of a
-	// round (the last round's also serves the latency and restore phases)
+	// round (which also serves its latency phase; the last round's serves
+	// the restore phase too)
 	// and returns its seed addresses and a function that stops it; each
 	// round gets a broker of its own. Nil runs an embedded kfake inside
 	// this process, whose heap then holds everything the phases write and
@@ -110,7 +114,8 @@ type Config struct {
 	CommitInterval time.Duration
 
 	// LatencyShares are the shares of the measured peak at which latency is
-	// measured, each for LatencyDuration. Defaults 0.1 and 0.5, for 3s.
+	// measured, each for LatencyDuration, in every round (of that round's
+	// peak). Defaults 0.1 and 0.5, for 3s.
 	LatencyShares   []float64
 	LatencyDuration time.Duration
 
@@ -290,6 +295,9 @@ type Latency struct {
 	P99      float64 `json:"p99_ms"`
 	P999     float64 `json:"p999_ms"`
 	Max      float64 `json:"max_ms"`
+	// RoundP99 is every round's p99 at this share, in round order; the
+	// other figures are those of the round of the median p99.
+	RoundP99 []float64 `json:"round_p99_ms,omitempty"`
 }
 
 // Restore compares a full replay with a checkpoint restore.

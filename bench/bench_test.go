@@ -57,6 +57,13 @@ func TestRunMeasuresEveryPhase(t *testing.T) {
 		if l.Missing != 0 || l.Commands < 1 || l.P50 <= 0 || l.P99 < l.P50 || l.P999 < l.P99 || l.Max < l.P999 {
 			t.Errorf("latency: %+v", l)
 		}
+		// Measured in each of the three rounds; the figures are the
+		// median p99's round's.
+		if len(l.RoundP99) != 3 {
+			t.Errorf("latency at %v: round p99s %v, want 3", l.Share, l.RoundP99)
+		} else if sorted := slices.Sorted(slices.Values(l.RoundP99)); l.P99 != sorted[1] {
+			t.Errorf("latency at %v: p99 %v of rounds %v, want their median", l.Share, l.P99, l.RoundP99)
+		}
 	}
 	// The 300 events after the checkpoint touch every one of the 30 orders.
 	if rs := res.Restore; rs == nil || rs.Events != 3000 || rs.CheckpointEvents != 300 || rs.FullSeconds <= 0 || rs.CheckpointSeconds <= 0 ||

@@ -51,6 +51,16 @@ func Report(w io.Writer, res *Result) {
 				fmt.Fprintf(w, "  (%d results missing)", l.Missing)
 			}
 			fmt.Fprintln(w)
+			if len(l.RoundP99) > 1 {
+				fmt.Fprintf(w, "             the round of the median p99 of %d (", len(l.RoundP99))
+				for i, p := range l.RoundP99 {
+					if i > 0 {
+						fmt.Fprint(w, " ")
+					}
+					fmt.Fprintf(w, "%.1fms", p)
+				}
+				fmt.Fprintln(w, ")")
+			}
 		}
 	}
 	if rs := res.Restore; rs != nil {

@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -207,22 +209,27 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 			return fmt.Errorf("encoding the sample records: %w", err)
 		}
 	}
-	type outcome struct{ chronicle, bare *Throughput }
-	var (
-		rounds []outcome
-		rn     *running
-		names  topics.Names
-	)
+	type outcome struct {
+		chronicle, bare *Throughput
+		latency         []Latency // one per share
+	}
+	var rounds []outcome
 	for i := range cfg.Rounds {
 		prefix, last := r.prefix, i == cfg.Rounds-1
 		if !last {
 			prefix = fmt.Sprintf("%s-r%d", r.prefix, i)
 		}
-		var o outcome
-		var err error
-		o.chronicle, o.bare, rn, names, err = r.round(ctx, prefix, samples, last && cfg.has(PhaseLatency))
+		chronicle, bare, rn, names, err := r.round(ctx, prefix, samples, cfg.has(PhaseLatency))
 		if err != nil {
 			return err
+		}
+		o := outcome{chronicle: chronicle, bare: bare}
+		if rn != nil {
+			// Latency at shares of this round's peak, on its processor and
+			// broker.
+			if o.latency, err = r.latencies(ctx, names, rn, chronicle.PerSecond); err != nil {
+				return err
+			}
 		}
 		rounds = append(rounds, o)
 		if last {
@@ -268,21 +275,41 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 			res.RoundRatios = append(res.RoundRatios, rank(o))
 		}
 	}
-	if rn == nil {
+	// At each share, the round of the median p99 (the lower one of the two
+	// middle ones for an even count), with every round's p99.
+	if len(rounds[0].latency) == 0 {
 		return nil
 	}
-	for _, share := range cfg.LatencyShares {
-		lat, err := r.latency(ctx, names, rn, share, res.Chronicle.PerSecond)
-		if err != nil {
-			_ = rn.stop()
-			return fmt.Errorf("latency at %v of the peak: %w", share, err)
+	for s := range cfg.LatencyShares {
+		lats := make([]Latency, len(rounds))
+		p99s := make([]float64, len(rounds))
+		for i, o := range rounds {
+			lats[i], p99s[i] = o.latency[s], o.latency[s].P99
 		}
-		res.Latency = append(res.Latency, lat)
-	}
-	if err := rn.stop(); err != nil {
-		return fmt.Errorf("stopping the processor: %w", err)
+		slices.SortStableFunc(lats, func(a, b Latency) int { return cmp.Compare(a.P99, b.P99) })
+		median := lats[(len(lats)-1)/2]
+		median.RoundP99 = p99s
+		res.Latency = append(res.Latency, median)
 	}
 	return nil
+}
+
+// latencies measures latency at each of the configured shares of peak
+// commands/s with the running processor rn, then stops it.
+func (r *run) latencies(ctx context.Context, names topics.Names, rn *running, peak float64) ([]Latency, error) {
+	var out []Latency
+	for _, share := range r.cfg.LatencyShares {
+		lat, err := r.latency(ctx, names, rn, share, peak)
+		if err != nil {
+			_ = rn.stop()
+			return nil, fmt.Errorf("latency at %v of the peak: %w", share, err)
+		}
+		out = append(out, lat)
+	}
+	if err := rn.stop(); err != nil {
+		return nil, fmt.Errorf("stopping the processor: %w", err)
+	}
+	return out, nil
 }
 
 // round produces a backlog to the topics of prefix and works it off with
