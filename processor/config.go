@@ -32,7 +32,9 @@ type Config struct {
 	// to every client the processor creates. They come after the
 	// processor's own, so they override them: its producer does not linger
 	// (kgo.ProducerLinger(0); see docs/architecture.md), which
-	// kgo.ProducerLinger here changes.
+	// kgo.ProducerLinger here changes. Pools given with kgo.WithPools
+	// reach every client too, but only a full replay's reader hands its
+	// fetched records back to them (kgo.Record.Recycle).
 	KafkaOptions []kgo.Opt
 	// SessionOptions are extra franz-go options for the consumer-group
 	// session's client only, of which there is one at a time: for hooks

@@ -120,6 +120,21 @@ func TestCheckpointRestoreDecidesOnItsDeferredTail(t *testing.T) {
 	checkValues(t, e.snapEnv, map[string]int64{"c-0": 13, "c-1": 12, "c-2": 12, "c-3": 12, "c-4": 1, "c-5": 0})
 }
 
+// TestCheckpointRestoreKeepsItsTailWithTheUsersPools gives the processor's
+// clients a pool of the user's (Config.KafkaOptions): the restore from the
+// checkpoint must still keep the bytes of the events it defers, or the
+// causation id of the tail's command on c-1 is gone by the time c-1 is
+// loaded, and the command sent again is accepted twice.
+func TestCheckpointRestoreKeepsItsTailWithTheUsersPools(t *testing.T) {
+	e := newTailEnv(t)
+	cfg := e.quiet(t, "tail-c")
+	cfg.KafkaOptions = append(cfg.KafkaOptions, kgo.WithPools(new(fetchPool)))
+	e.restored(t, cfg, 5)
+	if r := e.resend(t, e.tail["c-1"]); r.Status != aggregates.StatusDuplicate {
+		t.Fatalf("the tail's command on c-1 sent again: %s at version %d (%s), want duplicate", r.Status, r.Version, r.Reason)
+	}
+}
+
 func TestCheckpointAfterACheckpointRestoreLoadsItsDeferredTail(t *testing.T) {
 	e := newTailEnv(t)
 	cfg := e.config(t, "tail-c")

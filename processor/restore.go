@@ -456,10 +456,14 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, keep bool, fn fu
 				return err
 			}
 		}
-		// fn is done with the values: the batches go back to the pool
-		// (Recycle does nothing without one).
-		for _, r := range fetched {
-			r.Recycle()
+		// fn is done with the values: the batches go back to the pool.
+		// Not when it keeps them: a pool given in Config.KafkaOptions
+		// reaches this client too, and would reuse the bytes of the
+		// events a checkpoint restore defers.
+		if !keep {
+			for _, r := range fetched {
+				r.Recycle()
+			}
 		}
 		if done {
 			return nil
