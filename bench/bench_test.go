@@ -168,6 +168,34 @@ func BenchmarkRestore(b *testing.B) {
 	}
 }
 
+// TestMedianLatencyIsTheMiddleRound picks the round of the median p99, and
+// ranks a round that lost results above the others.
+func TestMedianLatencyIsTheMiddleRound(t *testing.T) {
+	for _, tc := range []struct {
+		rounds []Latency
+		want   float64
+	}{
+		{[]Latency{{P99: 10, P50: 1}, {P99: 50, P50: 5}, {P99: 30, P50: 3}}, 30},
+		{[]Latency{{P99: 10, Missing: 2}, {P99: 50}, {P99: 30}}, 50},
+		{[]Latency{{P99: 40}, {P99: 20}}, 20},
+		{[]Latency{{P99: 7}}, 7},
+	} {
+		got := medianLatency(tc.rounds)
+		if got.P99 != tc.want || len(got.RoundP99) != len(tc.rounds) {
+			t.Errorf("rounds %+v: got %+v, want the round of p99 %v", tc.rounds, got, tc.want)
+			continue
+		}
+		for i, r := range tc.rounds {
+			if got.RoundP99[i] != r.P99 {
+				t.Errorf("rounds %+v: round p99s %v, not in round order", tc.rounds, got.RoundP99)
+			}
+		}
+		if tc.want == 30 && got.P50 != 3 {
+			t.Errorf("the figures are not the median round's: %+v", got)
+		}
+	}
+}
+
 // TestEachRoundGetsABrokerOfItsOwn runs two rounds with a StartBroker that
 // starts kfake clusters: each round must get a fresh one, every one must be
 // stopped by the end, and each round's ratio is reported.

@@ -192,11 +192,12 @@ func (rn *running) wait(ctx context.Context, what string, cond func() bool) erro
 	return nil
 }
 
-// throughput runs Config.Rounds rounds of the backlog, bare and chronicle
-// phases, each on topics of its own (and a broker of its own unless the
-// brokers are given), and then the latency phase on the last
-// round's processor. The ratio is the median of the rounds' ratios, and the
-// rates reported are those of the round that gave it.
+// throughput runs Config.Rounds rounds of the backlog, bare, chronicle and
+// latency phases, each on topics of its own (and a broker of its own unless
+// the brokers are given); latency runs on the round's processor. The ratio
+// is the median of the rounds' ratios, and the rates reported are those of
+// the round that gave it; likewise each share's latency is the round of the
+// median p99's.
 func (r *run) throughput(ctx context.Context, res *Result) error {
 	cfg := r.cfg
 	var samples []sample
@@ -282,16 +283,30 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 	}
 	for s := range cfg.LatencyShares {
 		lats := make([]Latency, len(rounds))
-		p99s := make([]float64, len(rounds))
 		for i, o := range rounds {
-			lats[i], p99s[i] = o.latency[s], o.latency[s].P99
+			lats[i] = o.latency[s]
 		}
-		slices.SortStableFunc(lats, func(a, b Latency) int { return cmp.Compare(a.P99, b.P99) })
-		median := lats[(len(lats)-1)/2]
-		median.RoundP99 = p99s
-		res.Latency = append(res.Latency, median)
+		res.Latency = append(res.Latency, medianLatency(lats))
 	}
 	return nil
+}
+
+// medianLatency returns, of one share's latency in each round, the round of
+// the median p99 (the lower one of the two middle ones for an even count),
+// with every round's p99 in round order. A round that lost results ranks
+// above every one that did not: its p99 leaves out its slowest.
+func medianLatency(rounds []Latency) Latency {
+	p99s := make([]float64, len(rounds))
+	for i, l := range rounds {
+		p99s[i] = l.P99
+	}
+	ranked := slices.Clone(rounds)
+	slices.SortStableFunc(ranked, func(a, b Latency) int {
+		return cmp.Or(cmp.Compare(min(a.Missing, 1), min(b.Missing, 1)), cmp.Compare(a.P99, b.P99))
+	})
+	median := ranked[(len(ranked)-1)/2]
+	median.RoundP99 = p99s
+	return median
 }
 
 // latencies measures latency at each of the configured shares of peak
