@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Report writes res for people: each figure, the ratios and what they are
@@ -31,14 +32,7 @@ func Report(w io.Writer, res *Result) {
 	if res.Ratio > 0 {
 		fmt.Fprintf(w, "  ratio      %.3f of the bare transactional loop writing the same records\n", res.Ratio)
 		if len(res.RoundRatios) > 1 {
-			fmt.Fprintf(w, "             the median of %d rounds (", len(res.RoundRatios))
-			for i, r := range res.RoundRatios {
-				if i > 0 {
-					fmt.Fprint(w, " ")
-				}
-				fmt.Fprintf(w, "%.3f", r)
-			}
-			fmt.Fprintln(w, "); the rates above are that round's")
+			fmt.Fprintf(w, "             the median of %d rounds (%s); the rates above are that round's\n", len(res.RoundRatios), joinf("%.3f", res.RoundRatios))
 		}
 		fmt.Fprintf(w, "  chronicle allocates %.1f more objects (%.0f B) per command than the bare loop\n", res.AllocsOverBare, res.BytesOverBare)
 	}
@@ -52,14 +46,7 @@ func Report(w io.Writer, res *Result) {
 			}
 			fmt.Fprintln(w)
 			if len(l.RoundP99) > 1 {
-				fmt.Fprintf(w, "             the round of the median p99 of %d (", len(l.RoundP99))
-				for i, p := range l.RoundP99 {
-					if i > 0 {
-						fmt.Fprint(w, " ")
-					}
-					fmt.Fprintf(w, "%.1fms", p)
-				}
-				fmt.Fprintln(w, ")")
+				fmt.Fprintf(w, "             the round of the median p99 of %d (%s)\n", len(l.RoundP99), joinf("%.1fms", l.RoundP99))
 			}
 		}
 	}
@@ -69,4 +56,13 @@ func Report(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "  from a checkpoint   %.3fs  (%d events back)  %.1fx faster\n", rs.CheckpointSeconds, rs.Back, rs.Speedup)
 		fmt.Fprintf(w, "  deferred loads      %.3fs  (%d aggregates left to load on first use; the checkpoint at stop loaded them all)\n", rs.DeferredSeconds, rs.Deferred)
 	}
+}
+
+// joinf formats each of vs with format, separated by spaces.
+func joinf(format string, vs []float64) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = fmt.Sprintf(format, v)
+	}
+	return strings.Join(parts, " ")
 }
