@@ -84,6 +84,6 @@ func ReadHistory(ctx context.Context, k Kafka, dec EventDecoder, prefix, aggrega
 
 // isKeyOf reports whether key is topics.EventKey(id, v) for some v.
 func isKeyOf(key []byte, id string) bool {
-	got, ok := aggregateOfKey(key)
+	got, ok := topics.EventKeyAggregate(key)
 	return ok && string(got) == id
 }

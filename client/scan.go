@@ -151,7 +151,7 @@ func ScanEvents(ctx context.Context, k Kafka, s EventScan, fn func([]EventRecord
 			if r.Offset >= end || r.Attrs.IsControl() {
 				return
 			}
-			id, _ := aggregateOfKey(r.Key)
+			id, _ := topics.EventKeyAggregate(r.Key)
 			if want != nil && !want[string(id)] {
 				return
 			}

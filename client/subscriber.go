@@ -442,7 +442,7 @@ func (r *subscription) work(w *partitionWorker) {
 // an aggregate the subscription does not want.
 func (r *subscription) handle(ctx context.Context, rec *kgo.Record) error {
 	if r.only != nil {
-		if id, ok := aggregateOfKey(rec.Key); ok {
+		if id, ok := topics.EventKeyAggregate(rec.Key); ok {
 			if _, want := r.only[string(id)]; !want {
 				return nil
 			}
@@ -526,21 +526,6 @@ func flatten(m map[string][]int32) []topicPartition {
 		}
 	}
 	return out
-}
-
-// aggregateOfKey returns the aggregate id of an event key
-// (topics.EventKey: id, "@", 20 digits).
-func aggregateOfKey(key []byte) ([]byte, bool) {
-	const suffix = 21
-	if len(key) <= suffix || key[len(key)-suffix] != '@' {
-		return nil, false
-	}
-	for _, c := range key[len(key)-suffix+1:] {
-		if c < '0' || c > '9' {
-			return nil, false
-		}
-	}
-	return key[:len(key)-suffix], true
 }
 
 func truncate(b []byte) string {

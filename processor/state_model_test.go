@@ -17,6 +17,7 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/snapshots"
+	"github.com/chronicle-es/chronicle/topics"
 )
 
 // memLog is a committed events partition held in memory: the model's
@@ -35,13 +36,16 @@ func (l *memLog) read(_ context.Context, from, end int64, keep bool, fn func([]r
 		var batch []rawEvent
 		for _, r := range l.recs[off:min(off+3, end)] {
 			if r.value != nil {
-				batch = append(batch, rawEvent{offset: r.offset, value: bytes.Clone(r.value)})
+				batch = append(batch, rawEvent{offset: r.offset, key: bytes.Clone(r.key), value: bytes.Clone(r.value)})
 			}
 		}
 		if len(batch) == 0 {
 			continue
 		}
 		err := fn(batch)
+		for _, r := range batch {
+			clear(r.key) // nothing keeps a key (a pooled client reuses it)
+		}
 		if !keep {
 			// A value is valid only until fn returns: the restore client
 			// recycles its fetch buffers, zeroed.
@@ -334,7 +338,7 @@ func (m *stateModel) commandOn(t *rapid.T, id string) {
 			t.Fatal(err)
 		}
 		off := m.log.end() + int64(len(recs))
-		recs = append(recs, rawEvent{offset: off, value: v})
+		recs = append(recs, rawEvent{offset: off, key: topics.EventKey(id, events[i].Version), value: v})
 		m.st.changed(id, &kgo.Record{Offset: off}, []byte("state"))
 	}
 	if rapid.IntRange(0, 19).Draw(t, "abort") == 0 {

@@ -28,6 +28,24 @@ func AppendEventKey(b []byte, aggregateID string, version int64) []byte {
 	return append(b, digits[:]...)
 }
 
+// EventKeyAggregate returns the aggregate id of an event key (EventKey of
+// a version >= 0: a non-empty id, "@" and 20 digits), sharing key's memory,
+// and whether key is one. Keys come from the topic, so from anyone who can
+// write to it: twenty digits may overflow an int64, and such a key is still
+// well formed for routing.
+func EventKeyAggregate(key []byte) ([]byte, bool) {
+	const tail = 21 // "@" and the digits
+	if len(key) <= tail || key[len(key)-tail] != '@' {
+		return nil, false
+	}
+	for _, c := range key[len(key)-tail+1:] {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+	}
+	return key[:len(key)-tail], true
+}
+
 // Partitioner places records: records whose Partition is set explicitly
 // (events, state and forwarded commands, which must land in their aggregate's
 // owner partition) stay there; every other record is placed by the murmur2

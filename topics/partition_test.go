@@ -28,3 +28,46 @@ func TestEventKeysAreZeroPaddedVersions(t *testing.T) {
 		}
 	}
 }
+
+// Event keys come from the topic, so from anyone who can write to it.
+func FuzzEventKeyAggregate(f *testing.F) {
+	f.Add([]byte("order-1@00000000000000000003"))
+	f.Add([]byte("a@b@00000000000000000000"))
+	f.Add([]byte("@00000000000000000000"))
+	f.Add([]byte("x@0000000000000000000x"))
+	f.Add([]byte(""))
+	f.Fuzz(func(t *testing.T, key []byte) {
+		id, ok := EventKeyAggregate(key)
+		if !ok {
+			return
+		}
+		digits := key[len(id)+1:]
+		if len(id) == 0 || key[len(id)] != '@' || len(digits) != 20 {
+			t.Fatalf("%q: accepted with id %q and version digits %q", key, id, digits)
+		}
+		// Twenty digits may overflow an int64; the key is still well
+		// formed for routing, which is all a reader needs.
+		if v, err := strconv.ParseInt(string(digits), 10, 64); err == nil {
+			if back := EventKey(string(id), v); string(back) != string(key) {
+				t.Fatalf("%q: id %q version %d encode to %q", key, id, v, back)
+			}
+		}
+	})
+}
+
+func TestEventKeyAggregateRoundTrips(t *testing.T) {
+	for _, id := range []string{"o", "order-1", "a@b", "a@00000000000000000001"} {
+		for _, v := range []int64{0, 7, 1 << 40, 1<<63 - 1} {
+			got, ok := EventKeyAggregate(EventKey(id, v))
+			if !ok || string(got) != id {
+				t.Errorf("EventKey(%q, %d): got %q, %v", id, v, got, ok)
+			}
+		}
+	}
+	for _, bad := range []string{"", "order-1", "order-1@1", "order-1#00000000000000000001", "@00000000000000000001",
+		"o-1@0000000000000000001x", "o-1@000000000000000000001", string(EventKey("o-1", -1))} {
+		if id, ok := EventKeyAggregate([]byte(bad)); ok {
+			t.Errorf("%q: accepted as key of %q", bad, id)
+		}
+	}
+}
