@@ -36,7 +36,11 @@
 //     Produce call (linger included) to its result being read
 //     (read_committed). A share's figures are those of the round of the
 //     median p99, with every round's p99: one window of a few seconds on a
-//     shared machine can hold a single stall that sets its p99.
+//     shared machine can hold a single stall that sets its p99. With the
+//     bare phase, the bare loop's latency is measured first at the same
+//     rates, in each round, on a topic set of its own, ending a
+//     transaction once a poll drains what was fetched as the processor
+//     does: the floor the broker and the machine set at that load.
 //   - restore: ReplayEvents order events (100 per order) are written to a
 //     one-partition events topic; a processor with an in-memory snapshot
 //     store restores the first ReplayEvents-CheckpointBack of them and
@@ -298,6 +302,11 @@ type Latency struct {
 	// RoundP99 is every round's p99 at this share, in round order; the
 	// other figures are those of the round of the median p99.
 	RoundP99 []float64 `json:"round_p99_ms,omitempty"`
+	// Bare is the bare loop's latency at the same share of Chronicle's peak
+	// in each round, when the bare phase runs: what the broker and the
+	// machine allow at that load. Its figures are those of the round of its
+	// own median p99, whose rate may be another round's.
+	Bare *Latency `json:"bare,omitempty"`
 }
 
 // Restore compares a full replay with a checkpoint restore.

@@ -64,6 +64,14 @@ func TestRunMeasuresEveryPhase(t *testing.T) {
 		} else if sorted := slices.Sorted(slices.Values(l.RoundP99)); l.P99 != sorted[1] {
 			t.Errorf("latency at %v: p99 %v of rounds %v, want their median", l.Share, l.P99, l.RoundP99)
 		}
+		// The bare loop's at the same rate, in each round, every result
+		// read: it ends a transaction once it drained its input, or one
+		// left open would hold results back past the wait.
+		if b := l.Bare; b == nil || b.Missing != 0 || b.P50 <= 0 || b.P99 < b.P50 || b.Share != l.Share || len(b.RoundP99) != 3 {
+			t.Errorf("bare loop latency at %v: %+v", l.Share, b)
+		} else if sorted := slices.Sorted(slices.Values(b.RoundP99)); b.P99 != sorted[1] {
+			t.Errorf("bare loop latency at %v: p99 %v of rounds %v, want their median", l.Share, b.P99, b.RoundP99)
+		}
 	}
 	// The 300 events after the checkpoint touch every one of the 30 orders.
 	if rs := res.Restore; rs == nil || rs.Events != 3000 || rs.CheckpointEvents != 300 || rs.FullSeconds <= 0 || rs.CheckpointSeconds <= 0 ||
@@ -77,7 +85,7 @@ func TestRunMeasuresEveryPhase(t *testing.T) {
 	}
 	var out bytes.Buffer
 	Report(&out, res)
-	for _, want := range []string{"chronicle", "bare loop", "ratio", "p99", "full replay", "from a checkpoint", "deferred loads"} {
+	for _, want := range []string{"chronicle", "bare loop", "ratio", "p99", "bare loop at that share", "full replay", "from a checkpoint", "deferred loads"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -15,12 +15,20 @@ import (
 	"github.com/chronicle-es/chronicle/topics"
 )
 
-// latency sends commands at share of peak commands/s for LatencyDuration to
-// the running processor and measures each one's time from send to result.
-func (r *run) latency(ctx context.Context, names topics.Names, rn *running, share, peak float64) (Latency, error) {
+// target is what latency is measured on: the loop (Chronicle's processor or
+// the bare loop) that reads commands and writes a result keyed by each
+// command's id to results; stopped returns an error once it stopped.
+type target struct {
+	commands, results string
+	stopped           func() error
+}
+
+// latency sends commands to tgt at share of peak commands/s for dur and
+// measures each one's time from send to result.
+func (r *run) latency(ctx context.Context, tgt target, share, peak float64, dur time.Duration) (Latency, error) {
 	cfg := r.cfg
 	rate := share * peak
-	n := max(1, int(rate*cfg.LatencyDuration.Seconds()))
+	n := max(1, int(rate*dur.Seconds()))
 	lat := Latency{Share: share, Rate: rate, Commands: n}
 	phase := fmt.Sprintf("%s %g%%", PhaseLatency, share*100)
 
@@ -38,21 +46,21 @@ func (r *run) latency(ctx context.Context, names topics.Names, rn *running, shar
 			// refused by Validate, so this is only a guard).
 			return lat, fmt.Errorf("latency command %d is not an AddLine", i)
 		}
-		rec.Topic = names.Commands
+		rec.Topic = tgt.commands
 		recs[i], index[id] = rec, i
 	}
 	sent := make([]time.Time, n)
 	got := make([]time.Time, n)
 
 	// The results are read from where each partition ends now.
-	ends, err := r.admin.ListEndOffsets(ctx, names.Results)
+	ends, err := r.admin.ListEndOffsets(ctx, tgt.results)
 	if err != nil {
-		return lat, fmt.Errorf("listing the end offsets of %s: %w", names.Results, err)
+		return lat, fmt.Errorf("listing the end offsets of %s: %w", tgt.results, err)
 	}
 	start := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { start[o.Partition] = kgo.NewOffset().At(o.Offset) })
 	consumer, err := kgo.NewClient(append(r.opts[:len(r.opts):len(r.opts)],
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{names.Results: start}),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tgt.results: start}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(10*time.Millisecond))...)
 	if err != nil {
 		return lat, fmt.Errorf("creating the results consumer: %w", err)
@@ -123,11 +131,8 @@ func (r *run) latency(ctx context.Context, names topics.Names, rn *running, shar
 	case <-ctx.Done():
 		return lat, ctx.Err()
 	}
-	select {
-	case err := <-rn.done:
-		rn.done <- err
-		return lat, fmt.Errorf("the processor stopped while latency was measured: %v", err)
-	default:
+	if err := tgt.stopped(); err != nil {
+		return lat, fmt.Errorf("while latency was measured: %w", err)
 	}
 	ds := make([]time.Duration, 0, n)
 	for i := range got {

@@ -48,6 +48,17 @@ func Report(w io.Writer, res *Result) {
 			if len(l.RoundP99) > 1 {
 				fmt.Fprintf(w, "             the round of the median p99 of %d (%s)\n", len(l.RoundP99), joinf("%.1fms", l.RoundP99))
 			}
+			if b := l.Bare; b != nil {
+				fmt.Fprintf(w, "             bare loop at that share (%6.0f/s sent): p50 %.1fms  p99 %.1fms  p999 %.1fms  max %.1fms",
+					b.Achieved, b.P50, b.P99, b.P999, b.Max)
+				if b.Missing > 0 {
+					fmt.Fprintf(w, "  (%d results missing)", b.Missing)
+				}
+				fmt.Fprintln(w)
+				if len(b.RoundP99) > 1 {
+					fmt.Fprintf(w, "             its rounds' p99 (%s); chronicle's p99 is %.2fx the bare loop's\n", joinf("%.1fms", b.RoundP99), l.P99/b.P99)
+				}
+			}
 		}
 	}
 	if rs := res.Restore; rs != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -213,6 +214,7 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 	type outcome struct {
 		chronicle, bare *Throughput
 		latency         []Latency // one per share
+		bareLatency     []Latency // one per share, at the same rates
 	}
 	var rounds []outcome
 	for i := range cfg.Rounds {
@@ -227,7 +229,14 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 		o := outcome{chronicle: chronicle, bare: bare}
 		if rn != nil {
 			// Latency at shares of this round's peak, on its processor and
-			// broker.
+			// broker: the bare loop's first (the processor waits idle),
+			// while the broker holds less than for Chronicle's.
+			if bare != nil {
+				if o.bareLatency, err = r.bareLatencies(ctx, prefix, samples, chronicle.PerSecond); err != nil {
+					_ = rn.stop()
+					return err
+				}
+			}
 			if o.latency, err = r.latencies(ctx, names, rn, chronicle.PerSecond); err != nil {
 				return err
 			}
@@ -286,7 +295,16 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 		for i, o := range rounds {
 			lats[i] = o.latency[s]
 		}
-		res.Latency = append(res.Latency, medianLatency(lats))
+		median := medianLatency(lats)
+		if rounds[0].bareLatency != nil {
+			bares := make([]Latency, len(rounds))
+			for i, o := range rounds {
+				bares[i] = o.bareLatency[s]
+			}
+			b := medianLatency(bares)
+			median.Bare = &b
+		}
+		res.Latency = append(res.Latency, median)
 	}
 	return nil
 }
@@ -312,9 +330,18 @@ func medianLatency(rounds []Latency) Latency {
 // latencies measures latency at each of the configured shares of peak
 // commands/s with the running processor rn, then stops it.
 func (r *run) latencies(ctx context.Context, names topics.Names, rn *running, peak float64) ([]Latency, error) {
+	tgt := target{commands: names.Commands, results: names.Results, stopped: func() error {
+		select {
+		case err := <-rn.done:
+			rn.done <- err
+			return fmt.Errorf("the processor stopped: %v", err)
+		default:
+			return nil
+		}
+	}}
 	var out []Latency
 	for _, share := range r.cfg.LatencyShares {
-		lat, err := r.latency(ctx, names, rn, share, peak)
+		lat, err := r.latency(ctx, tgt, share, peak, r.cfg.LatencyDuration)
 		if err != nil {
 			_ = rn.stop()
 			return nil, fmt.Errorf("latency at %v of the peak: %w", share, err)
@@ -323,6 +350,68 @@ func (r *run) latencies(ctx context.Context, names topics.Names, rn *running, pe
 	}
 	if err := rn.stop(); err != nil {
 		return nil, fmt.Errorf("stopping the processor: %w", err)
+	}
+	return out, nil
+}
+
+// bareLatencies measures the bare loop's latency at the rates latency is
+// measured at for Chronicle (shares of Chronicle's peak): the latency the
+// broker and the machine allow at that load. The loop serves a topic set
+// of prefix of its own, ending a transaction once a poll drains what was
+// fetched, as the processor does; a short first window, not counted, lets
+// it fetch from the topic's start before the clock runs.
+func (r *run) bareLatencies(ctx context.Context, prefix string, samples []sample, peak float64) ([]Latency, error) {
+	names, err := r.ensure(ctx, prefix+"-bare-serve", r.cfg.Partitions)
+	if err != nil {
+		return nil, err
+	}
+	serveCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	assigned := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := r.bareLoop(serveCtx, bareLoop{in: names.Commands, out: names, name: prefix + "-bare-serve", drain: true,
+			assigned: func() { close(assigned) }}, samples)
+		done <- err
+	}()
+	stop := func() error {
+		cancel()
+		return <-done
+	}
+	select {
+	case <-assigned:
+	case err := <-done:
+		return nil, fmt.Errorf("the bare loop stopped before it was assigned partitions: %v", err)
+	case <-ctx.Done():
+		_ = stop()
+		return nil, ctx.Err()
+	}
+	tgt := target{commands: names.Commands, results: names.Results, stopped: func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("the bare loop stopped: %v", err)
+		default:
+			return nil
+		}
+	}}
+	var out []Latency
+	for i, share := range r.cfg.LatencyShares {
+		if i == 0 {
+			if _, err := r.latency(ctx, tgt, share, peak, min(r.cfg.LatencyDuration, 200*time.Millisecond)); err != nil {
+				_ = stop()
+				return nil, fmt.Errorf("bare loop warming up: %w", err)
+			}
+		}
+		lat, err := r.latency(ctx, tgt, share, peak, r.cfg.LatencyDuration)
+		if err != nil {
+			_ = stop()
+			return nil, fmt.Errorf("bare loop latency at %v of Chronicle's peak: %w", share, err)
+		}
+		out = append(out, lat)
+	}
+	if err := stop(); err != nil {
+		return nil, fmt.Errorf("stopping the bare loop: %w", err)
 	}
 	return out, nil
 }
@@ -447,23 +536,52 @@ func sampleRecords(n int) ([]sample, error) {
 	return out, nil
 }
 
-// bare runs the baseline: a GroupTransactSession that writes, per command,
-// an event and a state record to the command's partition and a result keyed
-// by the command id, the next of samples (see sampleRecords), ending a
-// transaction after CommitEvery commands or CommitInterval as the processor
-// does.
+// bare runs the baseline: a GroupTransactSession that works off the
+// backlog of the commands topic of names (see bareLoop).
 func (r *run) bare(ctx context.Context, names topics.Names, samples []sample) (time.Duration, int64, error) {
-	cfg := r.cfg
-	out, err := r.ensure(ctx, r.prefix+"-bare", cfg.Partitions)
+	out, err := r.ensure(ctx, r.prefix+"-bare", r.cfg.Partitions)
 	if err != nil {
 		return 0, 0, err
 	}
+	return r.bareLoop(ctx, bareLoop{in: names.Commands, out: out, name: r.prefix + "-bare", until: int64(r.cfg.Commands)}, samples)
+}
+
+// bareLoop says what a bare loop reads and writes, and when it stops.
+type bareLoop struct {
+	in   string       // the commands topic
+	out  topics.Names // the topics it writes to
+	name string       // its group and transactional id
+	// until is how many commands it handles before it returns; 0 serves
+	// until ctx ends.
+	until int64
+	// drain ends a transaction once a poll leaves nothing buffered, as the
+	// processor does: what latency is measured with. Working off a backlog
+	// it ends one every CommitEvery commands (or CommitInterval).
+	drain bool
+	// assigned, when set, is called once the group assigned partitions.
+	assigned func()
+}
+
+// bareLoop runs the baseline: a GroupTransactSession that writes, per
+// command, an event and a state record to the command's partition and a
+// result keyed by the command id, the next of samples (see sampleRecords),
+// ending a transaction after CommitEvery commands or CommitInterval as the
+// processor does. It returns the time from its first command to its last
+// commit and how many transactions it committed.
+func (r *run) bareLoop(ctx context.Context, l bareLoop, samples []sample) (time.Duration, int64, error) {
+	cfg := r.cfg
+	out := l.out
 	next := 0
-	sess, err := kgo.NewGroupTransactSession(append(r.opts[:len(r.opts):len(r.opts)],
-		kgo.ConsumerGroup(r.prefix+"-bare"), kgo.ConsumeTopics(names.Commands), kgo.TransactionalID(r.prefix+"-bare"),
+	opts := append(r.opts[:len(r.opts):len(r.opts)],
+		kgo.ConsumerGroup(l.name), kgo.ConsumeTopics(l.in), kgo.TransactionalID(l.name),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.RequireStableFetchOffsets(), kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RecordPartitioner(topics.Partitioner()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.SessionTimeout(10*time.Second), kgo.TransactionTimeout(time.Minute))...)
+		kgo.SessionTimeout(10*time.Second), kgo.TransactionTimeout(time.Minute))
+	if l.assigned != nil {
+		var once sync.Once
+		opts = append(opts, kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { once.Do(l.assigned) }))
+	}
+	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("creating the transact session: %w", err)
 	}
@@ -473,6 +591,7 @@ func (r *run) bare(ctx context.Context, names topics.Names, samples []sample) (t
 		count      int
 		first      time.Time
 		open       bool
+		drained    bool
 		started    time.Time
 		produceErr atomic.Pointer[error]
 	)
@@ -482,10 +601,15 @@ func (r *run) bare(ctx context.Context, names topics.Names, samples []sample) (t
 		}
 	}
 	var shown atomic.Int64
-	stop := ticker(func() { cfg.Progress(Progress{Phase: PhaseBare, Done: shown.Load(), Total: int64(cfg.Commands)}) })
-	defer stop()
-	for done < int64(cfg.Commands) {
+	if l.until > 0 {
+		stop := ticker(func() { cfg.Progress(Progress{Phase: PhaseBare, Done: shown.Load(), Total: l.until}) })
+		defer stop()
+	}
+	for l.until == 0 || done < l.until {
 		if err := ctx.Err(); err != nil {
+			if l.until == 0 {
+				return time.Since(first), txns, nil
+			}
 			return 0, 0, err
 		}
 		wait := time.Second
@@ -493,7 +617,8 @@ func (r *run) bare(ctx context.Context, names topics.Names, samples []sample) (t
 			wait = max(cfg.CommitInterval-time.Since(started), time.Millisecond)
 		}
 		pollCtx, cancel := context.WithTimeout(ctx, wait)
-		fs := sess.PollRecords(pollCtx, cfg.CommitEvery-count)
+		asked := cfg.CommitEvery - count
+		fs := sess.PollRecords(pollCtx, asked)
 		cancel()
 		if fs.IsClientClosed() {
 			return 0, 0, errors.New("client closed")
@@ -508,6 +633,7 @@ func (r *run) bare(ctx context.Context, names topics.Names, samples []sample) (t
 				}
 				open, started = true, time.Now()
 			}
+			n := 0
 			fs.EachRecord(func(rec *kgo.Record) {
 				eventKey := append(append(make([]byte, 0, len(rec.Key)+21), rec.Key...), "@00000000000000000002"...)
 				resultKey := rec.Key
@@ -520,21 +646,26 @@ func (r *run) bare(ctx context.Context, names topics.Names, samples []sample) (t
 				sess.Produce(ctx, &kgo.Record{Topic: out.State, Partition: rec.Partition, Key: rec.Key, Value: sm.state}, promise)
 				sess.Produce(ctx, &kgo.Record{Topic: out.Results, Partition: -1, Key: resultKey, Value: sm.result}, promise)
 				count++
+				n++
 			})
+			drained = l.drain && n < asked
 		}
-		if open && (count >= cfg.CommitEvery || time.Since(started) >= cfg.CommitInterval) {
+		if open && (count >= cfg.CommitEvery || drained || time.Since(started) >= cfg.CommitInterval) {
 			try := kgo.TryCommit
 			if produceErr.Load() != nil {
 				try = kgo.TryAbort
 			}
 			committed, err := sess.End(ctx, try)
+			if err != nil && l.until == 0 && ctx.Err() != nil {
+				return time.Since(first), txns, nil // served until ctx ended
+			}
 			if err != nil || !committed {
 				return 0, 0, fmt.Errorf("ending a transaction (committed %v): %w", committed, errors.Join(err, deref(produceErr.Load())))
 			}
 			done += int64(count)
 			txns++
 			shown.Store(done)
-			open, count = false, 0
+			open, count, drained = false, 0, false
 		}
 	}
 	return time.Since(first), txns, nil
