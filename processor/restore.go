@@ -324,14 +324,21 @@ type decodedEvent struct {
 
 // deferEncoded defers r, still encoded, to its aggregate's first use when
 // its record key is an event key (topics.EventKey) of an aggregate not in
-// memory, and reports whether it did. Decoding a deferred event costs
-// nearly what applying it does, so a restore from a checkpoint that
-// decoded its tail spent most of its time on events it does not apply
-// (invariant 7: install decodes them, and checks their subject).
+// memory and its subject, read without decoding it
+// (aggregates.EventSubject), is that aggregate; it reports whether it did.
+// Decoding a deferred event costs nearly what applying it does, so a
+// restore from a checkpoint that decoded its tail spent most of its time
+// on events it does not apply (invariant 7: install decodes them, and
+// checks their subject). An event keyed for another aggregate than its
+// subject is its subject's history (a full replay reads no keys): deferred
+// under the key's aggregate, its subject would be handed out without it.
 func (s *aggState) deferEncoded(r rawEvent) bool {
 	id, ok := topics.EventKeyAggregate(r.key)
 	if !ok || s.cache.entries[string(id)] != nil {
 		return false
+	}
+	if subject, ok := aggregates.EventSubject(r.value); !ok || string(subject) != string(id) {
+		return false // decoded, and deferred under its subject
 	}
 	evs := s.pending[string(id)]
 	subject := string(id) // a new string once per aggregate

@@ -51,8 +51,10 @@ import (
 //  7. A restore from a checkpoint defers the events after it (the tail):
 //     the tail events of an aggregate not in memory wait in pending, and no
 //     snapshot is read for them. An event whose record key is an event key
-//     waits encoded, under the aggregate its key names; any other is
-//     decoded first and waits under its subject. load decodes them and
+//     of the subject its envelope names (aggregates.EventSubject) waits
+//     encoded, under that aggregate; any other is decoded first and waits
+//     under its subject: an event keyed for another aggregate is its
+//     subject's history, as in a full replay, which reads no keys. load decodes them and
 //     applies them to the aggregate's snapshot (or new aggregate) before
 //     anything uses it, with the rules of replayOne; a version gap, or an
 //     event that cannot be decoded, is not of that aggregate or cannot be
