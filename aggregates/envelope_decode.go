@@ -829,30 +829,6 @@ func readReplay(b []byte, w *replayWire) bool {
 	return r.end() && seen[fSpecVersion] && seen[fID] && seen[fType] && seen[fSubject] && seen[fVersion]
 }
 
-// EventSubject returns the subject of the event document b, sharing b's
-// memory, without decoding its data, and whether it could read it: b is
-// an envelope of the form readReplay reads (what Encode writes reads
-// fastest) and its data is one JSON value. Whatever it accepts, DecodeEvent
-// and DecodeEventForReplay read the same subject from, when they accept b;
-// anything else (escapes, repeated attributes, a foreign layout) is false,
-// and only decoding b tells its subject. A fuzz test holds it to that.
-func EventSubject(b []byte) ([]byte, bool) {
-	var w replayWire
-	if !readReplay(b, &w) {
-		return nil, false
-	}
-	if w.unchecked {
-		// readReplayLayout leaves checking the data to its decoding: a
-		// document whose data is followed by more attributes (a repeated
-		// subject, which encoding/json reads last) is not the layout.
-		r := reader{b: w.data}
-		if !r.valid(0) || !r.end() {
-			return nil, false
-		}
-	}
-	return w.subject, true
-}
-
 func (r *reader) replayValue(f int, w *replayWire) bool {
 	switch f {
 	case fSpecVersion:

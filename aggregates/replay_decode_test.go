@@ -35,8 +35,6 @@ func FuzzDecodeEventForReplay(f *testing.F) {
 		`{"specversion":"1.0","id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"order.LineAdded","source":"/chronicle/order","subject":"o-42","time":"2026-11-23T10:00:00Z","datacontenttype":"application/json","aggregatetype":"order","aggregateversion":1,"schemaversion":1,"data":{"product_id":1}}}`,
 		`{"specversion":"1.0","id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"tally.Added","source":"/chronicle/tally","subject":"t","time":"2026-11-23T10:00:00Z","datacontenttype":"application/json","aggregatetype":"tally","aggregateversion":0,"schemaversion":1,"data":{"N":1]}`,
 		`{"specversion":"1.0","id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"tally.Added","source":"/chronicle/tally","subject":"t","time":"2026-11-23T10:00:00Z","datacontenttype":"application/json","aggregatetype":"tally","aggregateversion":0,"schemaversion":2,"data":{"Amount":3}}`,
-		`{"specversion":"1.0","id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"order.OrderCreated","source":"/chronicle/order","subject":"o-1","time":"2026-11-23T10:00:00Z","datacontenttype":"application/json","aggregatetype":"order","aggregateversion":0,"schemaversion":1,"data":{"user_id":"u"},"subject":"o-2"}`,
-		`{"specversion":"1.0","id":"01JDQ6W3Z8V0Q3X4M0S1Y2K5TB","type":"order.OrderCreated","subject":"o-1","aggregateversion":0,"data":{"user_id":"u"},"subject":"o-2"}`,
 		`{"specversion":"1.0","type":"order.OrderCreated"}`,
 		`{}`,
 		`null`,
@@ -72,11 +70,6 @@ func sameReplay(t *testing.T, def aggregates.Kind, b []byte) {
 			}
 		case !reflect.DeepEqual(replayFields(got), replayFields(want)):
 			t.Fatalf("DecodeEventForReplay read\n%+v\nDecodeEvent read\n%+v\nfrom %q", replayFields(got), replayFields(want), b)
-		}
-		// A restore defers an event under the subject EventSubject reads
-		// (processor): it must be the one decoding reads.
-		if s, ok := aggregates.EventSubject(b); ok && werr == nil && string(s) != want.Subject {
-			t.Fatalf("EventSubject read %q, DecodeEvent read subject %q from %q", s, want.Subject, b)
 		}
 	}
 }
@@ -146,33 +139,5 @@ func TestReplayDecodeErrorsAreDecodeEvents(t *testing.T) {
 		if errors.Is(want, aggregates.ErrUnknownEventType) != errors.Is(got, aggregates.ErrUnknownEventType) {
 			t.Fatalf("%s: sentinels differ", doc)
 		}
-	}
-}
-
-// EventSubject reads the subject of the events Chronicle writes without
-// decoding them, and gives up on a document whose subject only decoding
-// tells: one with a repeated subject after its data, which encoding/json
-// reads last.
-func TestEventSubject(t *testing.T) {
-	def := order.Definition()
-	root := def.New("o-1")
-	cmd, err := def.NewCommand("o-1", order.CreateOrder{UserID: "u"}, aggregates.Metadata{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := root.ExecuteEncoded(&cmd, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s, ok := aggregates.EventSubject(d.Encoded[0]); !ok || string(s) != "o-1" {
-		t.Fatalf("EventSubject of an encoded event of o-1: %q, %v", s, ok)
-	}
-	repeated := append(d.Encoded[0][:len(d.Encoded[0])-1:len(d.Encoded[0])-1], `,"subject":"o-2"}`...)
-	e, err := def.DecodeEvent(repeated)
-	if err != nil || e.Subject != "o-2" {
-		t.Fatalf("DecodeEvent of %s: subject %q, %v; want o-2", repeated, e.Subject, err)
-	}
-	if s, ok := aggregates.EventSubject(repeated); ok {
-		t.Fatalf("EventSubject of %s: %q, want false", repeated, s)
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/snapshots"
-	"github.com/chronicle-es/chronicle/topics"
 )
 
 // A restore from a checkpoint defers the events after it (the tail) to the
@@ -313,11 +312,8 @@ func checkValues(t *testing.T, e *snapEnv, want map[string]int64) {
 // deferredTail is one partition's aggState restored from a checkpoint at
 // offset 2 of a log with three events of c-0 (created, added 1, added 13),
 // whose snapshot in the store is at version stored: version 1 is a snapshot
-// that holds everything below the checkpoint, version 0 a stale one. key
-// gives the record key of the event at each offset (nil: none); the event
-// after the checkpoint is deferred for the aggregate its key names, or for
-// c-0 when its key is no event key.
-func deferredTail(t *testing.T, restoreKind *aggregates.Definition[counterState], stored int64, key func(off int) []byte) (*aggState, *memLog, *writer) {
+// that holds everything below the checkpoint, version 0 a stale one.
+func deferredTail(t *testing.T, restoreKind *aggregates.Definition[counterState], stored int64) (*aggState, *memLog, *writer) {
 	t.Helper()
 	ctx := context.Background()
 	kind := counterKind()
@@ -334,11 +330,7 @@ func deferredTail(t *testing.T, restoreKind *aggregates.Definition[counterState]
 			t.Fatal(err)
 		}
 		root.ClearChanges()
-		rec := rawEvent{offset: int64(i), value: d.Encoded[0]}
-		if key != nil {
-			rec.key = key(i)
-		}
-		log.recs = append(log.recs, rec)
+		log.recs = append(log.recs, rawEvent{offset: int64(i), value: d.Encoded[0]})
 		if int64(i) == stored {
 			data, err := root.MarshalSnapshot()
 			if err != nil {
@@ -359,27 +351,17 @@ func deferredTail(t *testing.T, restoreKind *aggregates.Definition[counterState]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.from != 2 || rep.deferred != 1 || len(st.pending[tailAggregate(log)]) != 1 {
-		t.Fatalf("restore %+v with deferred events %v, want one of %s deferred from the checkpoint at 2", rep, st.pending, tailAggregate(log))
+	if rep.from != 2 || rep.deferred != 1 || len(st.pending["c-0"]) != 1 {
+		t.Fatalf("restore %+v with %d deferred events of c-0, want one deferred from the checkpoint at 2", rep, len(st.pending["c-0"]))
 	}
 	return st, log, w
 }
 
-// tailAggregate is the aggregate deferredTail's tail event is deferred for.
-func tailAggregate(log *memLog) string {
-	if id, ok := topics.EventKeyAggregate(log.recs[2].key); ok {
-		return string(id)
-	}
-	return "c-0"
-}
-
 // A checkpoint that cannot load a deferred aggregate (its snapshot is stale,
-// or its deferred event cannot be decoded or cannot be applied) takes no
-// checkpoint, leaves the aggregate deferred, and marks the store untrusted, so the partition is restored
-// with a full replay; the full replay stops at an event the code cannot
-// decode or apply. Each case runs with the event keys Chronicle writes
-// (the tail is deferred encoded and decoded on load) and, where the
-// restore itself does not decode the tail, without keys (decoded at once).
+// or its deferred event cannot be applied) takes no checkpoint, leaves the
+// aggregate deferred, and marks the store untrusted, so the partition is
+// restored with a full replay; the full replay stops at an event the code
+// cannot apply.
 func TestCheckpointThatCannotLoadADeferredAggregate(t *testing.T) {
 	// Applying N=13 panics in this kind: its events decode, but one cannot
 	// be applied.
@@ -393,69 +375,45 @@ func TestCheckpointThatCannotLoadADeferredAggregate(t *testing.T) {
 		}),
 		aggregates.Handle("Create", func(counterState, createCounter) ([]any, error) { return []any{counterCreated{}}, nil }),
 	)
-	// This kind's Added has a string n: the stored events do not decode,
-	// the first at offset 1, below the checkpoint.
-	type addedText struct {
-		N string `json:"n"`
-	}
-	undecodable := aggregates.MustDefine("counter",
-		aggregates.When("Created", func(s *counterState, _ counterCreated) { s.Exists = true }),
-		aggregates.When("Added", func(s *counterState, e addedText) { s.Value++ }),
-		aggregates.Handle("Create", func(counterState, createCounter) ([]any, error) { return []any{counterCreated{}}, nil }),
-	)
-	eventKeys := func(off int) []byte { return topics.EventKey("c-0", int64(off)) }
-	fullReplayed := func(t *testing.T, st *aggState, err error) {
-		if err != nil {
-			t.Fatalf("full replay: %v", err)
-		}
-		e, err := st.get(context.Background(), "c-0")
-		if err != nil || e.agg.Version() != 2 || e.agg.StateAny().(counterState).Value != 14 {
-			t.Fatalf("after the full replay c-0 is %+v (err %v), want version 2, value 14", e, err)
-		}
-	}
-	stoppedAt := func(off int64) func(t *testing.T, _ *aggState, err error) {
-		return func(t *testing.T, _ *aggState, err error) {
-			var stop *StoppedError
-			if !errors.As(err, &stop) || stop.Offset != off {
-				t.Fatalf("full replay: %v, want a *StoppedError at offset %d", err, off)
-			}
-		}
-	}
 	for _, tc := range []struct {
 		name   string
 		kind   *aggregates.Definition[counterState]
 		stored int64
-		keys   []func(off int) []byte
 		full   func(t *testing.T, st *aggState, err error)
 	}{
-		{name: "a stale snapshot", kind: counterKind(), stored: 0, keys: []func(int) []byte{eventKeys, nil}, full: fullReplayed},
-		{name: "an event that cannot be applied", kind: panicky, stored: 1, keys: []func(int) []byte{eventKeys, nil}, full: stoppedAt(2)},
-		{name: "an event that cannot be decoded", kind: undecodable, stored: 1, keys: []func(int) []byte{eventKeys}, full: stoppedAt(1)},
-	} {
-		for _, key := range tc.keys {
-			name := tc.name + "/event keys"
-			if key == nil {
-				name = tc.name + "/no keys"
+		{name: "a stale snapshot", kind: counterKind(), stored: 0, full: func(t *testing.T, st *aggState, err error) {
+			if err != nil {
+				t.Fatalf("full replay: %v", err)
 			}
-			t.Run(name, func(t *testing.T) {
-				st, log, w := deferredTail(t, tc.kind, tc.stored, key)
-				tail := tailAggregate(log)
-				st.checkpoint()
-				if err := st.lostErr(); !errors.Is(err, errUntrusted) {
-					t.Fatalf("after the checkpoint the store is trusted (lost: %v)", err)
-				}
-				if w.pending() != 0 || len(st.pending[tail]) != 1 || st.cache.entries[tail] != nil {
-					t.Fatalf("the checkpoint went on: %d writer jobs, %d deferred events of %s, %s in memory: %v",
-						w.pending(), len(st.pending[tail]), tail, tail, st.cache.entries[tail] != nil)
-				}
-				if _, err := st.get(context.Background(), tail); !errors.Is(err, errUntrusted) {
-					t.Fatalf("get after the checkpoint failed: %v, want errUntrusted", err)
-				}
-				// What the processor does then: a restore with a full replay.
-				_, err := st.restore(context.Background(), log, log.end(), true)
-				tc.full(t, st, err)
-			})
-		}
+			e, err := st.get(context.Background(), "c-0")
+			if err != nil || e.agg.Version() != 2 || e.agg.StateAny().(counterState).Value != 14 {
+				t.Fatalf("after the full replay c-0 is %+v (err %v), want version 2, value 14", e, err)
+			}
+		}},
+		{name: "an event that cannot be applied", kind: panicky, stored: 1, full: func(t *testing.T, _ *aggState, err error) {
+			var stop *StoppedError
+			if !errors.As(err, &stop) || stop.Offset != 2 {
+				t.Fatalf("full replay: %v, want a *StoppedError at offset 2", err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, log, w := deferredTail(t, tc.kind, tc.stored)
+			st.checkpoint()
+			if err := st.lostErr(); !errors.Is(err, errUntrusted) {
+				t.Fatalf("after the checkpoint the store is trusted (lost: %v)", err)
+			}
+			if w.pending() != 0 || len(st.pending["c-0"]) != 1 || st.cache.entries["c-0"] != nil {
+				t.Fatalf("the checkpoint went on: %d writer jobs, %d deferred events of c-0, c-0 in memory: %v",
+					w.pending(), len(st.pending["c-0"]), st.cache.entries["c-0"] != nil)
+			}
+			if _, err := st.get(context.Background(), "c-0"); !errors.Is(err, errUntrusted) {
+				t.Fatalf("get after the checkpoint failed: %v, want errUntrusted", err)
+			}
+			// What the processor does then: a restore with a full replay.
+			_, err := st.restore(context.Background(), log, log.end(), true)
+			tc.full(t, st, err)
+		})
 	}
 }
 
@@ -472,7 +430,7 @@ func (hangingStore) LoadLeased(ctx context.Context, _ string, _ int32, _ snapsho
 // its own timeout: checkpointWithin returns once its context ends, takes no
 // checkpoint, and leaves the aggregate deferred.
 func TestCheckpointWithinEndsWithItsContext(t *testing.T) {
-	st, _, _ := deferredTail(t, counterKind(), 1, nil)
+	st, _, _ := deferredTail(t, counterKind(), 1)
 	st.store = hangingStore{st.store}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -488,36 +446,5 @@ func TestCheckpointWithinEndsWithItsContext(t *testing.T) {
 	}
 	if len(st.pending["c-0"]) != 1 || st.lostErr() != nil {
 		t.Fatalf("after a checkpoint the store never answered: %d deferred events of c-0 (want 1), lost %v (want nil)", len(st.pending["c-0"]), st.lostErr())
-	}
-}
-
-// A deferred event is decoded when its aggregate is loaded, and one whose
-// subject is not the aggregate its record key named is not applied to
-// that aggregate, even where its version would fit: it is errUntrusted and
-// leaves the aggregate deferred.
-func TestADeferredEventAppliesOnlyToItsSubject(t *testing.T) {
-	kind := counterKind()
-	root := kind.New("c-0")
-	cmd, err := kind.NewCommand("c-0", createCounter{}, aggregates.Metadata{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := root.ExecuteEncoded(&cmd, time.Unix(1_700_000_000, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := newAggState(kind, 0, nil, nil, 10, slog.New(slog.DiscardHandler), &counters{}, "t")
-	for _, id := range []string{"c-9", "c-0"} {
-		st.pending[id] = []decodedEvent{{e: aggregates.Event{Subject: id}, offset: 7, raw: d.Encoded[0], encoded: true}}
-	}
-	err = st.install(kind.NewAggregate("c-9"), -1, -1)
-	if !errors.Is(err, errUntrusted) || st.cache.entries["c-9"] != nil || len(st.pending["c-9"]) != 1 {
-		t.Fatalf("installing c-9 with an event of c-0 keyed for it: %v, in memory %v, deferred %v; want errUntrusted, deferred", err, st.cache.entries["c-9"] != nil, st.pending["c-9"])
-	}
-	if err := st.install(kind.NewAggregate("c-0"), -1, -1); err != nil {
-		t.Fatal(err)
-	}
-	if e := st.cache.entries["c-0"]; e == nil || e.agg.Version() != 0 || !e.agg.StateAny().(counterState).Exists || e.offset != 7 {
-		t.Fatalf("c-0 after its deferred creation: %+v, want version 0 at offset 7", e)
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/snapshots"
-	"github.com/chronicle-es/chronicle/topics"
 )
 
 // errUntrusted means the store's content cannot be trusted for a partition
@@ -51,7 +50,6 @@ func (e *StoppedError) Unwrap() []error { return []error{errStopped, e.Err} }
 // rawEvent is one stored event record.
 type rawEvent struct {
 	offset int64
-	key    []byte
 	value  []byte
 }
 
@@ -245,10 +243,6 @@ func (s *aggState) replay(ctx context.Context, src eventSource, start, end int64
 		batch, ids = batch[:0], ids[:0]
 		clear(seen)
 		for _, r := range recs {
-			if lazy && s.deferEncoded(r) {
-				replayed++
-				continue
-			}
 			// The event's causation id shares r.value, which batch keeps
 			// until the event is applied.
 			cached = nil
@@ -317,36 +311,6 @@ type decodedEvent struct {
 	offset int64
 	raw    []byte
 	ent    *entry // the cache entry of e.Subject if decoding found one, for replayOne
-	// encoded marks a deferred event that is not decoded yet: e holds only
-	// its Subject, taken from the record key; install decodes raw.
-	encoded bool
-}
-
-// deferEncoded defers r, still encoded, to its aggregate's first use when
-// its record key is an event key (topics.EventKey) of an aggregate not in
-// memory and its subject, read without decoding it
-// (aggregates.EventSubject), is that aggregate; it reports whether it did.
-// Decoding a deferred event costs nearly what applying it does, so a
-// restore from a checkpoint that decoded its tail spent most of its time
-// on events it does not apply (invariant 7: install decodes them, and
-// checks their subject). An event keyed for another aggregate than its
-// subject is its subject's history (a full replay reads no keys): deferred
-// under the key's aggregate, its subject would be handed out without it.
-func (s *aggState) deferEncoded(r rawEvent) bool {
-	id, ok := topics.EventKeyAggregate(r.key)
-	if !ok || s.cache.entries[string(id)] != nil {
-		return false
-	}
-	if subject, ok := aggregates.EventSubject(r.value); !ok || string(subject) != string(id) {
-		return false // decoded, and deferred under its subject
-	}
-	evs := s.pending[string(id)]
-	subject := string(id) // a new string once per aggregate
-	if len(evs) > 0 {
-		subject = evs[0].e.Subject
-	}
-	s.pending[subject] = append(evs, decodedEvent{e: aggregates.Event{Subject: subject}, offset: r.offset, raw: r.value, encoded: true})
-	return true
 }
 
 // replayOne applies one stored event to its (loaded) aggregate. It reports
@@ -484,7 +448,7 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, keep bool, fn fu
 			}
 			next = r.Offset + 1
 			if !r.Attrs.IsControl() {
-				recs = append(recs, rawEvent{offset: r.Offset, key: r.Key, value: r.Value})
+				recs = append(recs, rawEvent{offset: r.Offset, value: r.Value})
 			}
 		})
 		if len(recs) > 0 {

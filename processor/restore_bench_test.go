@@ -12,7 +12,6 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/aggregates/order"
 	"github.com/chronicle-es/chronicle/snapshots"
-	"github.com/chronicle-es/chronicle/topics"
 )
 
 // batchLog hands out its records in batches of 1000, as fetches do.
@@ -67,7 +66,7 @@ func orderHistories(b *testing.B, n, aggs, upTo int) (*batchLog, []snapshots.Sna
 		if err := roots[k].Apply(&e); err != nil {
 			b.Fatal(err)
 		}
-		log.recs = append(log.recs, rawEvent{offset: int64(i), key: topics.EventKey(id, v), value: doc})
+		log.recs = append(log.recs, rawEvent{offset: int64(i), value: doc})
 		if i == upTo-1 {
 			for _, r := range roots {
 				if r == nil {

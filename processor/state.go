@@ -49,18 +49,12 @@ import (
 //  6. Restore never skips a stored event: one that cannot be decoded or
 //     applied stops the partition (errStopped).
 //  7. A restore from a checkpoint defers the events after it (the tail):
-//     the tail events of an aggregate not in memory wait in pending, and no
-//     snapshot is read for them. An event whose record key is an event key
-//     of the subject its envelope names (aggregates.EventSubject) waits
-//     encoded, under that aggregate; any other is decoded first and waits
-//     under its subject: an event keyed for another aggregate is its
-//     subject's history, as in a full replay, which reads no keys. load decodes them and
-//     applies them to the aggregate's snapshot (or new aggregate) before
-//     anything uses it, with the rules of replayOne; a version gap, or an
-//     event that cannot be decoded, is not of that aggregate or cannot be
-//     applied, is errUntrusted, so the partition is restored with a full
-//     replay, which stops at an event it cannot decode or apply (6). An
-//     aggregate is never both
+//     the tail events of an aggregate not in memory wait, decoded, in
+//     pending, and no snapshot is read for them. load applies them to the
+//     aggregate's snapshot (or new aggregate) before anything uses it, with
+//     the rules of replayOne; a version gap or an event that cannot be
+//     applied is errUntrusted, so the partition is restored with a full
+//     replay, which stops at such an event (6). An aggregate is never both
 //     in memory and pending, so get hands out nothing without its deferred
 //     events (1). Until it is loaded, an aggregate's committed state is its
 //     stored snapshot plus its pending events, so a checkpoint is written
@@ -261,21 +255,6 @@ func (s *aggState) install(a aggregates.Aggregate, offset, stored int64) error {
 	applied := false
 	for i := range evs {
 		d := &evs[i]
-		if d.encoded {
-			e, err := s.kind.DecodeEventForReplay(d.raw, func(b []byte) string {
-				if string(b) == id {
-					return id
-				}
-				return string(b)
-			})
-			if err != nil {
-				return fmt.Errorf("%w: the event at offset %d after the checkpoint, keyed for aggregate %q, cannot be decoded: %w", errUntrusted, d.offset, id, err)
-			}
-			if e.Subject != id {
-				return fmt.Errorf("%w: the event at offset %d after the checkpoint is keyed for aggregate %q but its subject is %q", errUntrusted, d.offset, id, e.Subject)
-			}
-			d.e, d.encoded = e, false // decoded once, also when an error below leaves it deferred
-		}
 		if d.e.Version <= a.Version() {
 			continue // in the snapshot already
 		}

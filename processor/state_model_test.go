@@ -17,7 +17,6 @@ import (
 	"github.com/chronicle-es/chronicle/aggregates"
 	"github.com/chronicle-es/chronicle/internal/redistest"
 	"github.com/chronicle-es/chronicle/snapshots"
-	"github.com/chronicle-es/chronicle/topics"
 )
 
 // memLog is a committed events partition held in memory: the model's
@@ -36,16 +35,13 @@ func (l *memLog) read(_ context.Context, from, end int64, keep bool, fn func([]r
 		var batch []rawEvent
 		for _, r := range l.recs[off:min(off+3, end)] {
 			if r.value != nil {
-				batch = append(batch, rawEvent{offset: r.offset, key: bytes.Clone(r.key), value: bytes.Clone(r.value)})
+				batch = append(batch, rawEvent{offset: r.offset, value: bytes.Clone(r.value)})
 			}
 		}
 		if len(batch) == 0 {
 			continue
 		}
 		err := fn(batch)
-		for _, r := range batch {
-			clear(r.key) // nothing keeps a key (a pooled client reuses it)
-		}
 		if !keep {
 			// A value is valid only until fn returns: the restore client
 			// recycles its fetch buffers, zeroed.
@@ -338,17 +334,7 @@ func (m *stateModel) commandOn(t *rapid.T, id string) {
 			t.Fatal(err)
 		}
 		off := m.log.end() + int64(len(recs))
-		key := topics.EventKey(id, events[i].Version)
-		// Not every record carries its own event key: one of an older
-		// writer carries none, one of a tool with a bug (a foreign
-		// producer) another aggregate's. Either is its subject's history.
-		switch rapid.IntRange(0, 9).Draw(t, "key") {
-		case 0:
-			key = nil
-		case 1:
-			key = topics.EventKey(rapid.SampledFrom(m.ids).Draw(t, "key of"), events[i].Version)
-		}
-		recs = append(recs, rawEvent{offset: off, key: key, value: v})
+		recs = append(recs, rawEvent{offset: off, value: v})
 		m.st.changed(id, &kgo.Record{Offset: off}, []byte("state"))
 	}
 	if rapid.IntRange(0, 19).Draw(t, "abort") == 0 {
