@@ -302,6 +302,10 @@ type Latency struct {
 	// RoundP99 is every round's p99 at this share, in round order; the
 	// other figures are those of the round of the median p99.
 	RoundP99 []float64 `json:"round_p99_ms,omitempty"`
+	// RoundRate is every round's rate at this share (commands/s asked, a
+	// share of that round's own peak), in round order: a round whose peak
+	// was high is asked for more.
+	RoundRate []float64 `json:"round_rate,omitempty"`
 	// Bare is the bare loop's latency at the same share of Chronicle's peak
 	// in each round, when the bare phase runs: what the broker and the
 	// machine allow at that load. Its figures are those of the round of its

@@ -183,7 +183,7 @@ func TestMedianLatencyIsTheMiddleRound(t *testing.T) {
 		rounds []Latency
 		want   float64
 	}{
-		{[]Latency{{P99: 10, P50: 1}, {P99: 50, P50: 5}, {P99: 30, P50: 3}}, 30},
+		{[]Latency{{P99: 10, P50: 1, Rate: 100}, {P99: 50, P50: 5, Rate: 500}, {P99: 30, P50: 3, Rate: 300}}, 30},
 		{[]Latency{{P99: 10, Missing: 2}, {P99: 50}, {P99: 30}}, 50},
 		{[]Latency{{P99: 40}, {P99: 20}}, 20},
 		{[]Latency{{P99: 7}}, 7},
@@ -194,8 +194,8 @@ func TestMedianLatencyIsTheMiddleRound(t *testing.T) {
 			continue
 		}
 		for i, r := range tc.rounds {
-			if got.RoundP99[i] != r.P99 {
-				t.Errorf("rounds %+v: round p99s %v, not in round order", tc.rounds, got.RoundP99)
+			if got.RoundP99[i] != r.P99 || got.RoundRate[i] != r.Rate {
+				t.Errorf("rounds %+v: round p99s %v at rates %v, not in round order", tc.rounds, got.RoundP99, got.RoundRate)
 			}
 		}
 		if tc.want == 30 && got.P50 != 3 {

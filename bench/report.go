@@ -46,7 +46,7 @@ func Report(w io.Writer, res *Result) {
 			}
 			fmt.Fprintln(w)
 			if len(l.RoundP99) > 1 {
-				fmt.Fprintf(w, "             the round of the median p99 of %d (%s)\n", len(l.RoundP99), joinf("%.1fms", l.RoundP99))
+				fmt.Fprintf(w, "             the round of the median p99 of %d (%s at %s/s)\n", len(l.RoundP99), joinf("%.1fms", l.RoundP99), joinf("%.0f", l.RoundRate))
 			}
 			if b := l.Bare; b != nil {
 				fmt.Fprintf(w, "             bare loop at that share (%6.0f/s sent): p50 %.1fms  p99 %.1fms  p999 %.1fms  max %.1fms",

@@ -315,15 +315,16 @@ func (r *run) throughput(ctx context.Context, res *Result) error {
 // above every one that did not: its p99 leaves out its slowest.
 func medianLatency(rounds []Latency) Latency {
 	p99s := make([]float64, len(rounds))
+	rates := make([]float64, len(rounds))
 	for i, l := range rounds {
-		p99s[i] = l.P99
+		p99s[i], rates[i] = l.P99, l.Rate
 	}
 	ranked := slices.Clone(rounds)
 	slices.SortStableFunc(ranked, func(a, b Latency) int {
 		return cmp.Or(cmp.Compare(min(a.Missing, 1), min(b.Missing, 1)), cmp.Compare(a.P99, b.P99))
 	})
 	median := ranked[(len(ranked)-1)/2]
-	median.RoundP99 = p99s
+	median.RoundP99, median.RoundRate = p99s, rates
 	return median
 }
 
