@@ -29,7 +29,7 @@ the order aggregate of the examples, whatever this program serves.
               and every round's ratio
   latency     command->result p50/p99/p999 while commands arrive at each of
               --latency-shares of the peak measured in each round; the round
-              of the median p99, and every round's p99; with the bare
+              of the median p99, and every round's p99 and rate; with the bare
               phase, the bare loop's at the same shares first, ending a
               transaction once its input is drained as the processor does
   restore     a full replay of --replay-events events and a restore from a
