@@ -232,3 +232,33 @@ func TestEachRoundGetsABrokerOfItsOwn(t *testing.T) {
 		t.Errorf("rounds %d, ratios %v, broker %q", res.Rounds, res.RoundRatios, res.Broker)
 	}
 }
+
+// TestTheServingBareLoopEndsATransactionOnceDrained measures the bare loop's
+// latency with a commit interval of an hour: only ending a transaction once
+// nothing fetched is left, as the processor does, answers its commands
+// before the test's deadline.
+func TestTheServingBareLoopEndsATransactionOnceDrained(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := tiny()
+	cfg.CommitInterval = time.Hour
+	cfg.setDefaults()
+	r := &run{cfg: cfg, prefix: "drain-test"}
+	if err := r.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	samples, err := sampleRecords(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lats, err := r.bareLatencies(ctx, r.prefix, samples, 1000)
+	if err != nil {
+		t.Fatalf("the bare loop did not answer within the minute with a commit interval of an hour: %v", err)
+	}
+	for _, l := range lats {
+		if l.Missing != 0 || l.Commands < 1 {
+			t.Errorf("bare loop latency at %v: %+v", l.Share, l)
+		}
+	}
+}

@@ -331,15 +331,7 @@ func medianLatency(rounds []Latency) Latency {
 // latencies measures latency at each of the configured shares of peak
 // commands/s with the running processor rn, then stops it.
 func (r *run) latencies(ctx context.Context, names topics.Names, rn *running, peak float64) ([]Latency, error) {
-	tgt := target{commands: names.Commands, results: names.Results, stopped: func() error {
-		select {
-		case err := <-rn.done:
-			rn.done <- err
-			return fmt.Errorf("the processor stopped: %v", err)
-		default:
-			return nil
-		}
-	}}
+	tgt := target{commands: names.Commands, results: names.Results, stopped: stoppedBy(rn.done, "the processor")}
 	var out []Latency
 	for _, share := range r.cfg.LatencyShares {
 		lat, err := r.latency(ctx, tgt, share, peak, r.cfg.LatencyDuration)
@@ -353,6 +345,21 @@ func (r *run) latencies(ctx context.Context, names topics.Names, rn *running, pe
 		return nil, fmt.Errorf("stopping the processor: %w", err)
 	}
 	return out, nil
+}
+
+// stoppedBy returns a target's stopped for a loop that sends its result
+// on done (a channel of capacity 1) when it returns: the error it returned
+// with, left on done for whoever stops it, or nil while it runs.
+func stoppedBy(done chan error, what string) func() error {
+	return func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("%s stopped: %v", what, err)
+		default:
+			return nil
+		}
+	}
 }
 
 // bareLatencies measures the bare loop's latency at the rates latency is
@@ -387,15 +394,7 @@ func (r *run) bareLatencies(ctx context.Context, prefix string, samples []sample
 		_ = stop()
 		return nil, ctx.Err()
 	}
-	tgt := target{commands: names.Commands, results: names.Results, stopped: func() error {
-		select {
-		case err := <-done:
-			done <- err
-			return fmt.Errorf("the bare loop stopped: %v", err)
-		default:
-			return nil
-		}
-	}}
+	tgt := target{commands: names.Commands, results: names.Results, stopped: stoppedBy(done, "the bare loop")}
 	var out []Latency
 	for i, share := range r.cfg.LatencyShares {
 		if i == 0 {
@@ -592,7 +591,6 @@ func (r *run) bareLoop(ctx context.Context, l bareLoop, samples []sample) (time.
 		count      int
 		first      time.Time
 		open       bool
-		drained    bool
 		started    time.Time
 		produceErr atomic.Pointer[error]
 	)
@@ -618,8 +616,7 @@ func (r *run) bareLoop(ctx context.Context, l bareLoop, samples []sample) (time.
 			wait = max(cfg.CommitInterval-time.Since(started), time.Millisecond)
 		}
 		pollCtx, cancel := context.WithTimeout(ctx, wait)
-		asked := cfg.CommitEvery - count
-		fs := sess.PollRecords(pollCtx, asked)
+		fs := sess.PollRecords(pollCtx, cfg.CommitEvery-count)
 		cancel()
 		if fs.IsClientClosed() {
 			return 0, 0, errors.New("client closed")
@@ -634,7 +631,6 @@ func (r *run) bareLoop(ctx context.Context, l bareLoop, samples []sample) (time.
 				}
 				open, started = true, time.Now()
 			}
-			n := 0
 			fs.EachRecord(func(rec *kgo.Record) {
 				eventKey := append(append(make([]byte, 0, len(rec.Key)+21), rec.Key...), "@00000000000000000002"...)
 				resultKey := rec.Key
@@ -647,10 +643,10 @@ func (r *run) bareLoop(ctx context.Context, l bareLoop, samples []sample) (time.
 				sess.Produce(ctx, &kgo.Record{Topic: out.State, Partition: rec.Partition, Key: rec.Key, Value: sm.state}, promise)
 				sess.Produce(ctx, &kgo.Record{Topic: out.Results, Partition: -1, Key: resultKey, Value: sm.result}, promise)
 				count++
-				n++
 			})
-			drained = l.drain && n < asked
 		}
+		// Drained as the processor tells it: nothing fetched is left.
+		drained := l.drain && sess.Client().BufferedFetchRecords() == 0
 		if open && (count >= cfg.CommitEvery || drained || time.Since(started) >= cfg.CommitInterval) {
 			try := kgo.TryCommit
 			if produceErr.Load() != nil {
@@ -666,7 +662,7 @@ func (r *run) bareLoop(ctx context.Context, l bareLoop, samples []sample) (time.
 			done += int64(count)
 			txns++
 			shown.Store(done)
-			open, count, drained = false, 0, false
+			open, count = false, 0
 		}
 	}
 	return time.Since(first), txns, nil
