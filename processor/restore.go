@@ -439,7 +439,9 @@ func (k kafkaEvents) read(ctx context.Context, from, end int64, keep bool, fn fu
 		recs = recs[:0]
 		fetched = fetched[:0]
 		fs.EachRecord(func(r *kgo.Record) {
-			fetched = append(fetched, r)
+			if !keep {
+				fetched = append(fetched, r) // recycled below
+			}
 			if r.Offset >= end-1 {
 				done = true
 			}
